@@ -1,0 +1,51 @@
+#include "moe/feed_forward.h"
+
+#include <cmath>
+
+#include "moe/dispatch.h"
+#include "moe/experts.h"
+#include "runtime/cpu/linear.h"
+
+namespace moe {
+namespace {
+
+// A single always-on expert (a dense MLP or the shared expert): x [T, D] -> out [T, D].
+void Dense(const ExpertWeights& mlp, const Tensor& x, Tensor& out) {
+  RunExperts(mlp, x, {0, static_cast<int32_t>(x.dim(0))}, out);
+}
+
+}  // namespace
+
+void FeedForward(const FeedForwardWeights& w, const RoutingParams& routing, const Tensor& x,
+                 Tensor& out) {
+  const int64_t T = x.dim(0), D = x.dim(1);
+  if (!w.is_moe()) {
+    Dense(w.experts, x, out);
+    return;
+  }
+  const int E = w.experts.num_experts();
+  Tensor router_logits = Tensor::Empty(DType::kF32, {T, E});  // [T, E]
+  cpu::Linear(x, w.router, router_logits);
+  const Routing route = Route(router_logits, routing);
+  const DispatchPlan plan = Dispatch(route.topk_ids, E);
+  Tensor xs = Tensor::Empty(DType::kF32, {T * routing.top_k, D});  // [T*K, D]
+  Tensor ys = Tensor::Empty(DType::kF32, {T * routing.top_k, D});  // [T*K, D]
+  Gather(x, plan, xs);
+  RunExperts(w.experts, xs, plan.expert_offsets, ys);
+  Combine(ys, plan, route.topk_weights, out);
+
+  if (w.has_shared_expert()) {
+    Tensor shared = Tensor::Empty(DType::kF32, {T, D});  // [T, D]
+    Tensor gate = Tensor::Empty(DType::kF32, {T, 1});    // [T, 1]
+    Dense(w.shared, x, shared);
+    cpu::Linear(x, w.shared_gate, gate);
+    for (int64_t t = 0; t < T; ++t) {
+      const float g = 1.0f / (1.0f + std::exp(-gate.data<float>()[t]));
+      const float* s = shared.Row<float>(t);
+      float* o = out.Row<float>(t);
+      for (int64_t d = 0; d < D; ++d) o[d] += g * s[d];
+    }
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,71 @@
+#include "moe/moe_model.h"
+
+#include "absl/strings/str_cat.h"
+#include "moe/attention_block.h"
+#include "moe/feed_forward.h"
+#include "runtime/checkpoint.h"
+#include "runtime/cpu/elementwise.h"
+#include "runtime/cpu/linear.h"
+#include "runtime/cpu/norm.h"
+#include "runtime/status_macros.h"
+
+namespace moe {
+
+absl::StatusOr<std::unique_ptr<MoeModel>> MoeModel::Load(const std::string& model_dir) {
+  ASSIGN_OR_RETURN(MoeConfig config, LoadConfig(model_dir));
+  ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(config, checkpoint));
+  return std::unique_ptr<MoeModel>(new MoeModel(std::move(config), std::move(weights)));
+}
+
+MoeModel::MoeModel(MoeConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  info_ = ModelInfo{.architecture = config_.architecture_name,
+                    .vocab_size = config_.vocab_size,
+                    .num_layers = config_.num_layers,
+                    .num_kv_heads = config_.num_kv_heads,
+                    .head_dim = config_.head_dim,
+                    .max_context = config_.max_position_embeddings,
+                    .eos_token_ids = config_.eos_token_ids};
+}
+
+absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
+  const KvCacheShape& kv_shape = kv.shape();
+  if (kv_shape.num_layers != config_.num_layers || kv_shape.num_kv_heads != config_.num_kv_heads ||
+      kv_shape.head_dim != config_.head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache has ", kv_shape.num_layers, " layers x ", kv_shape.num_kv_heads, " heads x ",
+        kv_shape.head_dim, ", model needs ", config_.num_layers, " x ", config_.num_kv_heads,
+        " x ", config_.head_dim));
+  }
+  RETURN_IF_ERROR(ValidateStepBatch(batch, {.vocab_size = config_.vocab_size,
+                                            .num_blocks = kv_shape.num_blocks,
+                                            .block_size = kv_shape.block_size,
+                                            .max_context = config_.max_position_embeddings}));
+  const int64_t T = batch.num_tokens(), D = config_.hidden_size;
+  const RoutingParams routing{.top_k = config_.top_k, .renormalize = config_.norm_topk_prob};
+
+  Tensor x = Tensor::Empty(DType::kF32, {T, D});    // [T, D] residual stream
+  Tensor h = Tensor::Empty(DType::kF32, {T, D});    // [T, D] normalized input of a block
+  Tensor out = Tensor::Empty(DType::kF32, {T, D});  // [T, D] output of a block
+  cpu::Embed(weights_.embed_tokens, batch.token_ids, x);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const LayerWeights& layer = weights_.layers[l];
+    cpu::RmsNorm(x, layer.input_norm, config_.rms_norm_eps, h);
+    SelfAttention(layer.attention, config_, h, batch, LayerKv{kv.key(l), kv.value(l)}, out);
+    cpu::AddInPlace(out, x);
+    cpu::RmsNorm(x, layer.post_attention_norm, config_.rms_norm_eps, h);
+    FeedForward(layer.ffn, routing, h, out);
+    cpu::AddInPlace(out, x);
+  }
+
+  const int64_t R = batch.logits_rows.size();
+  Tensor last = Tensor::Empty(DType::kF32, {R, D});  // [S', D]
+  cpu::GatherRows(x, batch.logits_rows, last);
+  cpu::RmsNorm(last, weights_.final_norm, config_.rms_norm_eps, last);
+  Tensor logits = Tensor::Empty(DType::kF32, {R, config_.vocab_size});  // [S', V]
+  cpu::Linear(last, weights_.lm_head, logits);
+  return logits;
+}
+
+}  // namespace moe

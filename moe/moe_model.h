@@ -1,0 +1,37 @@
+// MoeModel: the MoE transformer (Qwen3-MoE, Mixtral, OLMoE, Qwen2-MoE) on the CPU backend,
+// implementing runtime's Model.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<MoeModel> model, MoeModel::Load("/models/olmoe"));
+//   ASSIGN_OR_RETURN(Tensor logits, model->Forward(batch, kv));   // [S', V] f32
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "moe/config.h"
+#include "moe/weights.h"
+#include "runtime/model.h"
+
+namespace moe {
+
+class MoeModel final : public Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<MoeModel>> Load(const std::string& model_dir);
+
+  const ModelInfo& info() const override { return info_; }
+  const MoeConfig& config() const { return config_; }
+
+  // Per layer: RMSNorm -> attention -> residual -> RMSNorm -> MoE (or MLP) -> residual;
+  // then the final RMSNorm and the LM head on the rows that need logits.
+  absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
+
+ private:
+  MoeModel(MoeConfig config, ModelWeights weights);
+
+  MoeConfig config_;
+  ModelWeights weights_;
+  ModelInfo info_;
+};
+
+}  // namespace moe

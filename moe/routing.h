@@ -1,0 +1,27 @@
+// Route: the gating network's choice of experts for each token.
+//
+// Legend: T tokens, E experts, K experts per token.
+//
+//   probs = softmax(router_logits)          [T, E] f32
+//   topk_ids, topk_weights = top-k(probs)   [T, K]  ties go to the lower expert index
+//   if renormalize: topk_weights /= sum_k topk_weights
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace moe {
+
+struct RoutingParams {
+  int top_k = 0;
+  bool renormalize = false;
+};
+
+struct Routing {
+  Tensor topk_ids;      // [T, K] i32, in descending weight order
+  Tensor topk_weights;  // [T, K] f32
+};
+
+// router_logits [T, E] f32.
+Routing Route(const Tensor& router_logits, const RoutingParams& params);
+
+}  // namespace moe

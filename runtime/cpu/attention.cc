@@ -1,0 +1,79 @@
+#include "runtime/cpu/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/check.h"
+
+namespace moe::cpu {
+
+void WriteKv(const Tensor& k, const Tensor& v, const StepBatch& batch, Tensor& key_cache,
+             Tensor& value_cache) {
+  const int64_t T = k.dim(0);
+  const int64_t row = k.dim(1) * k.dim(2);  // KVH * hd
+  CHECK(key_cache.dim(2) * key_cache.dim(3) == row && v.numel() == k.numel());
+  float* kc = key_cache.data<float>();
+  float* vc = value_cache.data<float>();
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t slot = batch.slot_mapping[t];
+    std::copy_n(k.Row<float>(t), row, kc + slot * row);
+    std::copy_n(v.Row<float>(t), row, vc + slot * row);
+  }
+}
+
+void PagedAttention(const Tensor& q, const Tensor& key_cache, const Tensor& value_cache,
+                    const StepBatch& batch, const AttentionParams& params, Tensor& out) {
+  const int64_t T = q.dim(0), H = q.dim(1), hd = q.dim(2);
+  const int64_t block_size = key_cache.dim(1), KVH = key_cache.dim(2);
+  CHECK(key_cache.dim(3) == hd && H % KVH == 0 && out.numel() == q.numel());
+  const int64_t group = H / KVH;
+  const int64_t kv_row = KVH * hd;
+
+  std::vector<int32_t> seq_of_token(T);
+  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
+    for (int32_t t = batch.query_starts[s]; t < batch.query_starts[s + 1]; ++t) seq_of_token[t] = s;
+  }
+  const float* kc = key_cache.data<float>();
+  const float* vc = value_cache.data<float>();
+
+#pragma omp parallel
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic, 1) collapse(2)
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int32_t* table = batch.block_table(seq_of_token[t]);
+        const int64_t pos = batch.positions[t];
+        const int64_t first =
+            params.sliding_window > 0 ? std::max<int64_t>(0, pos - params.sliding_window + 1) : 0;
+        const int64_t kvh = h / group;
+        const float* qv = q.Row<float>(t) + h * hd;
+        scores.resize(pos - first + 1);
+        float max_score = -INFINITY;
+        for (int64_t j = first; j <= pos; ++j) {
+          const int64_t slot = int64_t{table[j / block_size]} * block_size + j % block_size;
+          const float* kv = kc + slot * kv_row + kvh * hd;
+          float dot = 0;
+          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * kv[i];
+          scores[j - first] = dot * params.scale;
+          max_score = std::max(max_score, scores[j - first]);
+        }
+        float sum = 0;
+        for (float& s : scores) {
+          s = std::exp(s - max_score);
+          sum += s;
+        }
+        float* o = out.Row<float>(t) + h * hd;
+        std::fill_n(o, hd, 0.0f);
+        for (int64_t j = first; j <= pos; ++j) {
+          const int64_t slot = int64_t{table[j / block_size]} * block_size + j % block_size;
+          const float* vv = vc + slot * kv_row + kvh * hd;
+          const float p = scores[j - first] / sum;
+          for (int64_t i = 0; i < hd; ++i) o[i] += p * vv[i];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace moe::cpu

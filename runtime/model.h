@@ -1,0 +1,37 @@
+// Model: the interface the engine drives. moe/ implements it; the runtime knows nothing
+// about experts.
+//
+//   ASSIGN_OR_RETURN(Tensor logits, model.Forward(batch, kv));   // [S', vocab] f32
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/kv_cache.h"
+#include "runtime/step_batch.h"
+#include "runtime/tensor.h"
+
+namespace moe {
+
+struct ModelInfo {
+  std::string architecture;  // e.g. "Qwen3MoeForCausalLM"
+  int vocab_size = 0;
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int max_context = 0;
+  std::vector<int> eos_token_ids;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelInfo& info() const = 0;
+
+  // One forward step: writes this step's K/V into `kv` at batch.slot_mapping, attends over
+  // the paged cache and returns the logits of batch.logits_rows, [S', vocab] f32.
+  virtual absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) = 0;
+};
+
+}  // namespace moe

@@ -1,0 +1,50 @@
+// RunGreedy: runs a fixed set of prompts to completion with greedy decoding, one StepBatch
+// per step over a paged KV cache (prefill, optionally chunked, then decode steps).
+//
+// A stand-in for the engine until the scheduler lands: the generation CLI and the golden
+// tests use it. Blocks are handed out from a free list in descending order, so a sequence's
+// blocks are never contiguous or in order, which is what the paged kernels must handle.
+//
+//   ASSIGN_OR_RETURN(GreedyOutput out, RunGreedy(model, {{1, 2, 3}}, {.max_new_tokens = 16}));
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model.h"
+
+namespace moe {
+
+struct GreedyOptions {
+  int max_new_tokens = 16;
+  int block_size = 16;
+  int prefill_chunk = 0;            // prompt tokens per sequence per step; 0 = all at once
+  bool stop_at_eos = false;         // stop a sequence at any of the model's EOS ids
+  bool keep_prompt_logits = false;  // return the logits of every prompt position
+  bool keep_step_logits = false;    // return the logits that chose each new token
+};
+
+struct GreedyResult {
+  std::vector<int32_t> tokens;                     // [N] generated ids
+  std::vector<std::vector<float>> prompt_logits;   // [P][vocab] if kept
+  std::vector<std::vector<float>> step_logits;     // [N][vocab] if kept
+};
+
+// Wall time split into steps that carried prompt tokens and pure decode steps.
+struct GreedyTimings {
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  int64_t decode_steps = 0;
+  int64_t decode_tokens = 0;
+};
+
+struct GreedyOutput {
+  std::vector<GreedyResult> sequences;  // in prompt order
+  GreedyTimings timings;
+};
+
+absl::StatusOr<GreedyOutput> RunGreedy(
+    Model& model, const std::vector<std::vector<int32_t>>& prompts, const GreedyOptions& options);
+
+}  // namespace moe
