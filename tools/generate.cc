@@ -1,7 +1,7 @@
 // moe-generate: loads a model directory and greedily continues prompts given as token ids.
 // The seed of the offline batch generator.
 //
-//   moe-generate --model /models/qwen3 --prompt "1 2 3" --prompt "7 8" --max_new_tokens 16
+//   moe-generate --model /models/qwen3 --prompts "1 2 3; 7 8" --max_new_tokens 16
 //   moe-generate --model /models/qwen3 --prompts_file prompts.txt   # one prompt per line
 #include <fstream>
 #include <iostream>
@@ -23,8 +23,8 @@
 #include "runtime/status_macros.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
-ABSL_FLAG(std::vector<std::string>, prompt, {},
-          "a prompt as token ids separated by spaces or commas; repeat for a batch");
+ABSL_FLAG(std::string, prompts, "",
+          "prompts as token ids separated by spaces or commas, prompts separated by ';'");
 ABSL_FLAG(std::string, prompts_file, "", "file with one prompt of token ids per line");
 ABSL_FLAG(int, max_new_tokens, 16, "tokens to generate per prompt");
 ABSL_FLAG(int, block_size, 16, "KV cache block size (a power of two)");
@@ -49,8 +49,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text, const std:
 absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts() {
   std::vector<std::vector<int32_t>> prompts;
   int n = 0;
-  for (const std::string& p : absl::GetFlag(FLAGS_prompt)) {
-    ASSIGN_OR_RETURN(auto ids, ParseIds(p, absl::StrCat("--prompt #", ++n)));
+  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_prompts), ';', absl::SkipWhitespace())) {
+    ASSIGN_OR_RETURN(auto ids, ParseIds(p, absl::StrCat("--prompts #", ++n)));
     prompts.push_back(std::move(ids));
   }
   if (const std::string path = absl::GetFlag(FLAGS_prompts_file); !path.empty()) {
@@ -63,7 +63,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts() {
       prompts.push_back(std::move(ids));
     }
   }
-  if (prompts.empty()) return absl::InvalidArgumentError("no prompts: pass --prompt or --prompts_file");
+  if (prompts.empty()) return absl::InvalidArgumentError("no prompts: pass --prompts or --prompts_file");
   return prompts;
 }
 

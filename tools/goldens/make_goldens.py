@@ -34,11 +34,14 @@ import re
 import shutil
 import sys
 
-import numpy as np
-import torch
-import transformers
-from safetensors import safe_open
-from transformers import (
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from transformers import (  # noqa: E402
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -48,7 +51,7 @@ from transformers import (
     Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache  # noqa: E402
 
 VOCAB = 256
 BOS, EOS, PAD = 1, 2, 0
@@ -503,6 +506,7 @@ def main():
     torch.set_num_threads(1)  # summation order independent of the machine's core count
     np.random.seed(0)
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}", flush=True)
 
     names = args.only or list(MODELS)
