@@ -33,6 +33,10 @@ uint64_t SplitMix64(uint64_t& state) {
 // depend on sharding or thread count.
 void Fill(const TensorSpec& spec, absl::Span<std::byte> out, uint64_t seed, float std) {
   const int64_t n = NumElements(spec.shape);
+  if (spec.dtype == DType::kI32 || spec.dtype == DType::kI64) {
+    std::fill(out.begin(), out.end(), std::byte{0});
+    return;
+  }
   const bool is_norm = spec.name.ends_with("norm.weight");
   const float half_width = std * 1.7320508f;  // uniform(-a, a) has std a / sqrt(3)
   const uint64_t tensor_seed = seed ^ StableHash(spec.name);

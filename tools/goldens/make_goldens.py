@@ -20,8 +20,8 @@ For each model in MODELS this script
   4. writes golden.json next to the model files.
 
 If a seed gives a greedy step whose top-1/top-2 logit margin is too small, a
-top-k router decision that is too close, or an EOS token in the greedy output,
-the next seed is tried (deterministically), so re-running always picks the
+top-k router decision that is too close, an EOS token in the greedy output, or
+a degenerate (too repetitive) greedy continuation, the next seed is tried (deterministically), so re-running always picks the
 same seed with the same library versions.
 
 Usage:  python tools/goldens/make_goldens.py --out tests/data/models [--only NAME ...]
@@ -67,6 +67,7 @@ PROMPTS = [
 # margin; we ask for more so decoding is robust to bf16/float32 reordering.
 MIN_GREEDY_MARGIN = 1e-2
 MIN_ROUTER_MARGIN = 1e-3  # gap between k-th and (k+1)-th router logit
+MIN_DISTINCT = 8  # distinct tokens in each 20-token greedy continuation (no degenerate repeats)
 MAX_SEED_TRIES = 200
 
 # Tolerances for the self-checks.
@@ -402,6 +403,7 @@ def run_goldens(model):
         max_batch_diff=max_batch_diff,
         max_cache_diff=max_cache_diff,
         eos_in_greedy=eos_in_greedy,
+        min_distinct=min(len(set(t)) for t in greedy_tokens),
         prompt_logit_std=float(torch.cat(prompt_logits).std()),
     )
     return dict(prompt_logits=prompt_logits, greedy_tokens=greedy_tokens, greedy_logits=greedy_logits), stats
@@ -476,10 +478,12 @@ def build(name, spec, out_root, greedy_steps_kept):
             stats["min_greedy_margin"] > MIN_GREEDY_MARGIN
             and stats["min_router_margin"] > MIN_ROUTER_MARGIN
             and not stats["eos_in_greedy"]
+            and stats["min_distinct"] >= MIN_DISTINCT
         )
         print(
             f"{name}: seed {seed}: min_greedy_margin={stats['min_greedy_margin']:.4g} "
             f"min_router_margin={stats['min_router_margin']:.4g} eos_in_greedy={stats['eos_in_greedy']} "
+            f"min_distinct={stats['min_distinct']} "
             f"logit_std={stats['prompt_logit_std']:.3g} batch_diff={stats['max_batch_diff']:.2g} "
             f"cache_diff={stats['max_cache_diff']:.2g} -> {'ok' if ok else 'retry'}",
             flush=True,
