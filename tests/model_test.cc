@@ -1,0 +1,127 @@
+// Whole-model properties on the CPU backend that hold for any weights: the paged KV layout
+// (block size), chunked prefill, batching and sharding leave every logit unchanged.
+#include <filesystem>
+
+#include "gtest/gtest.h"
+#include "moe/moe_model.h"
+#include "runtime/sequence_runner.h"
+#include "tests/test_util.h"
+#include "tools/random_model.h"
+
+namespace moe {
+namespace {
+
+const std::vector<std::vector<int32_t>> kPrompts = {
+    {3, 17, 99, 4, 8, 15, 16, 23, 42, 108, 7, 1, 2, 90, 33, 61, 12, 5},
+    {120, 6},
+    {11, 22, 33, 44, 55, 66, 77},
+};
+
+class ModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(std::filesystem::path(::testing::TempDir()) / "moe_model_test");
+    std::filesystem::remove_all(*dir_);
+    auto written = WriteRandomModel(testing::TinyQwen3Config(),
+                                    {.dtype = DType::kBF16, .seed = 11, .init_std = 0.15f}, *dir_);
+    ASSERT_TRUE(written.ok()) << written.status();
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static GreedyOutput Run(const std::string& dir, const std::vector<std::vector<int32_t>>& prompts,
+                          GreedyOptions options) {
+    auto model = MoeModel::Load(dir);
+    EXPECT_TRUE(model.ok()) << model.status();
+    options.keep_prompt_logits = true;
+    options.keep_step_logits = true;
+    auto out = RunGreedy(**model, prompts, options);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return *out;
+  }
+
+  static void ExpectSame(const GreedyResult& a, const GreedyResult& b, const std::string& what) {
+    EXPECT_EQ(a.tokens, b.tokens) << what;
+    ASSERT_EQ(a.prompt_logits.size(), b.prompt_logits.size()) << what;
+    for (size_t i = 0; i < a.prompt_logits.size(); ++i) {
+      ASSERT_EQ(a.prompt_logits[i], b.prompt_logits[i]) << what << ": prompt position " << i;
+    }
+    ASSERT_EQ(a.step_logits.size(), b.step_logits.size()) << what;
+    for (size_t i = 0; i < a.step_logits.size(); ++i) {
+      ASSERT_EQ(a.step_logits[i], b.step_logits[i]) << what << ": decode step " << i;
+    }
+  }
+
+  static std::string* dir_;
+};
+std::string* ModelTest::dir_ = nullptr;
+
+TEST_F(ModelTest, BlockSizeDoesNotChangeLogits) {
+  const GreedyOutput reference = Run(*dir_, kPrompts, {.max_new_tokens = 20, .block_size = 16});
+  for (int block_size : {1, 4, 8, 64}) {
+    const GreedyOutput out = Run(*dir_, kPrompts, {.max_new_tokens = 20, .block_size = block_size});
+    for (size_t i = 0; i < kPrompts.size(); ++i) {
+      ExpectSame(reference.sequences[i], out.sequences[i],
+                 "block size " + std::to_string(block_size) + ", prompt " + std::to_string(i));
+    }
+  }
+}
+
+TEST_F(ModelTest, ChunkedPrefillMatchesWholePrefill) {
+  const GreedyOutput whole = Run(*dir_, kPrompts, {.max_new_tokens = 8, .block_size = 4});
+  for (int chunk : {1, 3, 5}) {
+    const GreedyOutput chunked =
+        Run(*dir_, kPrompts, {.max_new_tokens = 8, .block_size = 4, .prefill_chunk = chunk});
+    for (size_t i = 0; i < kPrompts.size(); ++i) {
+      ExpectSame(whole.sequences[i], chunked.sequences[i], "chunk " + std::to_string(chunk));
+    }
+  }
+}
+
+TEST_F(ModelTest, EachSequenceIsTheSameAloneOrBatched) {
+  const GreedyOutput batched = Run(*dir_, kPrompts, {.max_new_tokens = 12});
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    const GreedyOutput alone = Run(*dir_, {kPrompts[i]}, {.max_new_tokens = 12});
+    ExpectSame(alone.sequences[0], batched.sequences[i], "prompt " + std::to_string(i));
+  }
+}
+
+TEST_F(ModelTest, ShardedCheckpointGivesTheSameModel) {
+  const std::string sharded = testing::ScratchDir("sharded");
+  auto written = WriteRandomModel(testing::TinyQwen3Config(),
+                                  {.dtype = DType::kBF16, .seed = 11, .init_std = 0.15f,
+                                   .max_shard_bytes = 60000},
+                                  sharded);
+  ASSERT_TRUE(written.ok()) << written.status();
+  ASSERT_TRUE(std::filesystem::exists(sharded + "/model.safetensors.index.json"));
+  const GreedyOutput a = Run(*dir_, kPrompts, {.max_new_tokens = 4});
+  const GreedyOutput b = Run(sharded, kPrompts, {.max_new_tokens = 4});
+  for (size_t i = 0; i < kPrompts.size(); ++i) ExpectSame(a.sequences[i], b.sequences[i], "sharded");
+}
+
+TEST_F(ModelTest, RejectsBadBatchesWithoutCrashing) {
+  auto model = MoeModel::Load(*dir_);
+  ASSERT_TRUE(model.ok());
+  auto kv = KvCache::Create({.num_layers = 2, .num_blocks = 4, .block_size = 4, .num_kv_heads = 2, .head_dim = 32});
+  ASSERT_TRUE(kv.ok());
+  StepBatch batch;
+  batch.token_ids = {1, 500};  // 500 is outside the vocabulary of 128
+  batch.positions = {0, 1};
+  batch.query_starts = {0, 2};
+  batch.context_lens = {2};
+  batch.max_blocks_per_seq = 1;
+  batch.block_tables = {3};
+  batch.slot_mapping = {12, 13};
+  batch.logits_rows = {1};
+  auto logits = (*model)->Forward(batch, *kv);
+  EXPECT_EQ(logits.status().code(), absl::StatusCode::kInvalidArgument);
+  batch.token_ids[1] = 5;
+  batch.block_tables = {4};  // past the pool of 4 blocks
+  EXPECT_EQ((*model)->Forward(batch, *kv).status().code(), absl::StatusCode::kInvalidArgument);
+  batch.block_tables = {3};
+  EXPECT_TRUE((*model)->Forward(batch, *kv).ok());
+  EXPECT_FALSE(RunGreedy(**model, {{}}, {}).ok());
+  EXPECT_FALSE(RunGreedy(**model, {std::vector<int32_t>(300, 1)}, {}).ok());  // past the context
+}
+
+}  // namespace
+}  // namespace moe
