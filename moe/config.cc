@@ -150,7 +150,9 @@ absl::Status ParseAttention(const json& j, MoeConfig& c) {
 
 absl::Status ParseExperts(const json& j, MoeConfig& c) {
   const bool mixtral = c.arch == Architecture::kMixtral;
-  ASSIGN_OR_RETURN(c.num_experts, PositiveInt(j, mixtral ? "num_local_experts" : "num_experts"));
+  // Mixtral says num_local_experts, the others num_experts; transformers v5 writes either.
+  const char* experts_key = j.contains("num_experts") && !j["num_experts"].is_null() ? "num_experts" : "num_local_experts";
+  ASSIGN_OR_RETURN(c.num_experts, PositiveInt(j, experts_key));
   ASSIGN_OR_RETURN(c.top_k, PositiveInt(j, "num_experts_per_tok"));
   if (c.top_k > c.num_experts) {
     return Bad(absl::StrCat("num_experts_per_tok (", c.top_k, ") exceeds the number of experts (",
