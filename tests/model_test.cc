@@ -1,9 +1,13 @@
 // Whole-model properties on the CPU backend that hold for any weights: the paged KV layout
 // (block size), chunked prefill, batching and sharding leave every logit unchanged.
+#include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "gtest/gtest.h"
 #include "moe/moe_model.h"
+#include "runtime/checkpoint.h"
+#include "runtime/safetensors.h"
 #include "runtime/sequence_runner.h"
 #include "tests/test_util.h"
 #include "tools/random_model.h"
@@ -121,6 +125,63 @@ TEST_F(ModelTest, RejectsBadBatchesWithoutCrashing) {
   EXPECT_TRUE((*model)->Forward(batch, *kv).ok());
   EXPECT_FALSE(RunGreedy(**model, {{}}, {}).ok());
   EXPECT_FALSE(RunGreedy(**model, {std::vector<int32_t>(300, 1)}, {}).ok());  // past the context
+}
+
+// transformers v5 keeps each layer's experts fused in memory ([E, 2I, D] gate then up,
+// [E, D, I] down); a checkpoint stored that way must load to the same model.
+TEST(FusedExpertsTest, FusedCheckpointMatchesPerExpertCheckpoint) {
+  const std::string src = testing::DataDir() + "/models/qwen3_moe_top4";
+  const std::string dst = testing::ScratchDir("fused");
+  auto config = LoadConfig(src);
+  auto ckpt = Checkpoint::Open(src);
+  ASSERT_TRUE(config.ok() && ckpt.ok());
+  const int64_t E = config->num_experts, I = config->expert_intermediate_size, D = config->hidden_size;
+  std::vector<TensorSpec> specs;
+  std::map<std::string, std::vector<std::string>> parts;  // fused name -> per-expert sources
+  for (const std::string& name : ckpt->names()) {
+    const size_t at = name.find(".mlp.experts.");
+    if (at == std::string::npos) {
+      specs.push_back({name, ckpt->Get(name)->dtype(), ckpt->Get(name)->shape()});
+      continue;
+    }
+    const std::string prefix = name.substr(0, at) + ".mlp.experts.";
+    if (parts.count(prefix + "gate_up_proj")) continue;
+    for (int e = 0; e < E; ++e) {
+      const std::string expert = prefix + std::to_string(e) + ".";
+      parts[prefix + "gate_up_proj"].push_back(expert + "gate_proj.weight");
+      parts[prefix + "gate_up_proj"].push_back(expert + "up_proj.weight");
+      parts[prefix + "down_proj"].push_back(expert + "down_proj.weight");
+    }
+    specs.push_back({prefix + "gate_up_proj", DType::kBF16, {E, 2 * I, D}});
+    specs.push_back({prefix + "down_proj", DType::kBF16, {E, D, I}});
+  }
+  auto fill = [&](const TensorSpec& spec, absl::Span<std::byte> out) {
+    std::vector<std::string> sources = parts.count(spec.name) ? parts[spec.name]
+                                                              : std::vector<std::string>{spec.name};
+    size_t offset = 0;
+    for (const std::string& source : sources) {
+      const Tensor t = *ckpt->Get(source);
+      std::memcpy(out.data() + offset, t.raw(), t.nbytes());
+      offset += t.nbytes();
+    }
+    ASSERT_EQ(offset, out.size()) << spec.name;
+  };
+  ASSERT_TRUE(WriteSafetensors(dst + "/model.safetensors", specs, fill).ok());
+  std::filesystem::copy_file(src + "/config.json", dst + "/config.json");
+
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4, 5}, {200, 100}};
+  auto per_expert = MoeModel::Load(src);
+  auto fused = MoeModel::Load(dst);
+  ASSERT_TRUE(per_expert.ok() && fused.ok()) << fused.status();
+  const GreedyOptions options{.max_new_tokens = 6, .keep_prompt_logits = true, .keep_step_logits = true};
+  auto a = RunGreedy(**per_expert, prompts, options);
+  auto b = RunGreedy(**fused, prompts, options);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(a->sequences[i].tokens, b->sequences[i].tokens);
+    EXPECT_EQ(a->sequences[i].prompt_logits, b->sequences[i].prompt_logits);
+    EXPECT_EQ(a->sequences[i].step_logits, b->sequences[i].step_logits);
+  }
 }
 
 }  // namespace
