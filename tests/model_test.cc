@@ -1,5 +1,7 @@
 // Whole-model properties on the CPU backend that hold for any weights: the paged KV layout
 // (block size), chunked prefill, batching and sharding leave every logit unchanged.
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -24,13 +26,18 @@ const std::vector<std::vector<int32_t>> kPrompts = {
 class ModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(std::filesystem::path(::testing::TempDir()) / "moe_model_test");
+    // ctest runs each test in its own process, in parallel: one model per process.
+    dir_ = new std::string(std::filesystem::path(::testing::TempDir()) /
+                           ("moe_model_test." + std::to_string(getpid())));
     std::filesystem::remove_all(*dir_);
     auto written = WriteRandomModel(testing::TinyQwen3Config(),
                                     {.dtype = DType::kBF16, .seed = 11, .init_std = 0.15f}, *dir_);
     ASSERT_TRUE(written.ok()) << written.status();
   }
-  static void TearDownTestSuite() { delete dir_; }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
 
   static GreedyOutput Run(const std::string& dir, const std::vector<std::vector<int32_t>>& prompts,
                           GreedyOptions options) {
