@@ -21,8 +21,9 @@ For each model in MODELS this script
 
 If a seed gives a greedy step whose top-1/top-2 logit margin is too small, a
 top-k router decision that is too close, an EOS token in the greedy output, or
-a degenerate (too repetitive) greedy continuation, the next seed is tried (deterministically), so re-running always picks the
-same seed with the same library versions.
+a degenerate (too repetitive) greedy continuation, the next seed is tried
+(deterministically), so re-running always picks the same seed with the same
+library versions.
 
 Usage:  python tools/goldens/make_goldens.py --out tests/data/models [--only NAME ...]
 """
@@ -67,7 +68,7 @@ PROMPTS = [
 # margin; we ask for more so decoding is robust to bf16/float32 reordering.
 MIN_GREEDY_MARGIN = 1e-2
 MIN_ROUTER_MARGIN = 1e-3  # gap between k-th and (k+1)-th router logit
-MIN_DISTINCT = 8  # distinct tokens in each 20-token greedy continuation (no degenerate repeats)
+MIN_DISTINCT = 6  # distinct tokens in each 20-token greedy continuation (no degenerate repeats)
 MAX_SEED_TRIES = 200
 
 # Tolerances for the self-checks.
@@ -114,6 +115,9 @@ MODELS = {
         model_cls=Qwen3MoeForCausalLM,
         dtype=torch.bfloat16,
         seed=2000,
+        # Tied embeddings make greedy lock onto one repeated token; larger o_proj/down_proj
+        # weights (a larger residual stream relative to the token's own embedding) avoid that.
+        out_scale=4.0,
         config=dict(
             num_hidden_layers=2,
             hidden_size=64,
@@ -197,7 +201,7 @@ MODELS = {
 # --------------------------------------------------------------------------- init
 
 
-def reinit_(model, seed):
+def reinit_(model, seed, out_scale=1.0):
     """Re-initialise every parameter from a generator seeded with `seed`.
 
     Rules (D = hidden size):
@@ -206,6 +210,7 @@ def reinit_(model, seed):
       *norm*.weight        1 + 0.1 N(0, 1)
       *.bias               0.1 N(0, 1)
       router (gate.weight) N(0, 2/sqrt(D))  -> decisive routing
+      o_proj, down_proj    N(0, out_scale/sqrt(fan_in)) (out_scale = 1 except qwen3_moe_top4)
       other matrices       N(0, 1/sqrt(fan_in)); fused expert tensors [E, out, in] use fan_in = in
     """
     g = torch.Generator().manual_seed(seed)
@@ -226,6 +231,10 @@ def reinit_(model, seed):
                 val = 0.1 * noise
             elif name.endswith("mlp.gate.weight") or name.endswith("block_sparse_moe.gate.weight"):
                 val = noise * (2.0 / d**0.5)
+            elif name.endswith("o_proj.weight") or name.endswith("down_proj.weight") or name.endswith(
+                "experts.down_proj"
+            ):
+                val = noise * (out_scale / shape[-1] ** 0.5)
             elif len(shape) in (2, 3):
                 val = noise / shape[-1] ** 0.5
             else:
@@ -443,7 +452,7 @@ def build(name, spec, out_root, greedy_steps_kept):
         config = spec["config_cls"](**cfg_kwargs)
         torch.manual_seed(seed)
         model = spec["model_cls"](config)
-        reinit_(model, seed)
+        reinit_(model, seed, spec.get("out_scale", 1.0))
         with torch.no_grad():  # round the parameters (not the RoPE buffers) to the storage dtype
             for prm in model.parameters():
                 prm.copy_(prm.to(storage).to(torch.float32))
