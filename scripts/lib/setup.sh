@@ -5,7 +5,7 @@ MOE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 MOE_BUILD="${MOE_BUILD:-$MOE_ROOT/build}"
 
 MOE_PACKAGES=(build-essential cmake ninja-build pkg-config libabsl-dev nlohmann-json3-dev
-              libgtest-dev libgmock-dev)
+              libgtest-dev libgmock-dev libpcre2-dev)
 
 moe_install_packages() {
   local missing=()
