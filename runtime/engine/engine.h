@@ -1,0 +1,118 @@
+// Engine: continuous batching. One thread owns the scheduler, the KV cache and the model;
+// any thread may Submit and Abort. Each step reads like the design's diagram:
+//
+//   drain submissions and aborts -> Schedule() -> build StepBatch -> Model::Forward
+//   -> Sample -> append, stop checks, detokenize -> OutputSink callbacks
+//
+//   Engine engine(model, {.num_kv_blocks = 512});
+//   engine.Start();                                   // or RunUntilIdle() on this thread
+//   RETURN_IF_ERROR(engine.Submit(request, sink));   // sink gets deltas, then a final record
+//   engine.Abort("req-1");
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "runtime/engine/block_manager.h"
+#include "runtime/engine/output.h"
+#include "runtime/engine/request.h"
+#include "runtime/engine/sampler.h"
+#include "runtime/engine/scheduler.h"
+#include "runtime/engine/sequence.h"
+#include "runtime/engine/text_stream.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+
+namespace moe {
+
+struct EngineOptions {
+  int num_kv_blocks = 1024;
+  int block_size = 16;
+  bool enable_prefix_caching = true;
+  SchedulerOptions scheduler;
+  TextStreamFactory text_streams;  // optional: without it, no text and no stop strings
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  int free_blocks = 0;
+  int total_blocks = 0;
+  int64_t steps = 0;
+  PrefixCacheStats prefix_cache;
+};
+
+class Engine {
+ public:
+  Engine(Model& model, const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates and enqueues. Errors (bad ids, too long, can never fit) come back here and
+  // nothing reaches the sink.
+  absl::Status Submit(Request request, std::shared_ptr<OutputSink> sink);
+  // Finishes the request with kAborted; its blocks are freed at the next step.
+  void Abort(const std::string& request_id);
+
+  // Runs steps on a background thread until Stop() (or destruction).
+  void Start();
+  void Stop();
+  // Runs steps on the calling thread until nothing is left (tests, offline use).
+  absl::Status RunUntilIdle();
+  // One step on the calling thread; false when there was nothing to do.
+  absl::StatusOr<bool> Step();
+
+  EngineStats GetStats() const;
+
+ private:
+  struct RequestState {
+    std::shared_ptr<const Request> request;
+    std::vector<std::unique_ptr<Sequence>> choices;
+    int unfinished = 0;
+  };
+
+  void DrainInbox();
+  void Admit(std::shared_ptr<const Request> request, std::shared_ptr<OutputSink> sink);
+  void FinishRequest(RequestState& state, FinishReason reason);
+  void Finish(Sequence& seq, FinishReason reason, std::string matched_stop = "",
+              absl::Status error = absl::OkStatus());
+  void PublishStats();
+  void ExpireTimeLimits();
+  StepBatch BuildBatch(const StepPlan& plan) const;
+  void Postprocess(const StepPlan& plan, const Tensor& logits);
+  void EmitToken(Sequence& seq, const Sampled& sampled);
+  void Loop();
+
+  Model& model_;
+  const EngineOptions options_;
+  KvCache kv_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  Sampler sampler_;
+  std::map<std::string, RequestState> requests_;  // engine thread only
+  uint64_t next_arrival_ = 0;
+  int64_t steps_ = 0;
+
+  mutable absl::Mutex mu_;
+  struct Submission {
+    std::shared_ptr<const Request> request;
+    std::shared_ptr<OutputSink> sink;
+  };
+  std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> aborts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> live_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not yet finished
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace moe

@@ -1,0 +1,119 @@
+#include "runtime/engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "runtime/engine/philox.h"
+
+namespace moe {
+namespace {
+
+SampledLogprobs RawLogprobs(absl::Span<const float> logits, int32_t chosen, int top_n) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float l : logits) sum += std::exp(double{l} - max_logit);
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  SampledLogprobs out{.chosen = {chosen, logits[chosen] - log_z}};
+  if (top_n > 0) {
+    std::vector<int32_t> ids(logits.size());
+    std::iota(ids.begin(), ids.end(), 0);
+    const int n = std::min<int>(top_n, ids.size());
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (int i = 0; i < n; ++i) out.top.push_back({ids[i], logits[ids[i]] - log_z});
+  }
+  return out;
+}
+
+}  // namespace
+
+Sampled Sampler::Sample(const SampleInput& in) {
+  logits_.assign(in.logits.begin(), in.logits.end());
+  ApplyPenaltiesAndBias(in);
+  Sampled out;
+  if (in.params->greedy()) {
+    out.token = static_cast<int32_t>(std::max_element(logits_.begin(), logits_.end()) - logits_.begin());
+  } else {
+    out.token = Draw(in);
+  }
+  if (in.params->logprobs >= 0) out.logprobs = RawLogprobs(in.logits, out.token, in.params->logprobs);
+  return out;
+}
+
+void Sampler::ApplyPenaltiesAndBias(const SampleInput& in) {
+  const SamplingParams& p = *in.params;
+  const int64_t V = logits_.size();
+  for (int32_t t : in.masked_tokens) {
+    if (t >= 0 && t < V) logits_[t] = -INFINITY;
+  }
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token >= 0 && token < V) logits_[token] += bias;
+  }
+  if (p.repetition_penalty != 1.0f) {
+    auto penalize = [&](int32_t t) {
+      float& l = logits_[t];
+      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+    };
+    // Each distinct token once, whether it appears in the prompt, the output or both.
+    counts_.assign(V, 0);
+    for (int32_t t : in.prompt) counts_[t] = 1;
+    for (int32_t t : in.output) counts_[t] = 1;
+    for (int64_t t = 0; t < V; ++t) {
+      if (counts_[t]) penalize(static_cast<int32_t>(t));
+    }
+  }
+  if (p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
+    counts_.assign(V, 0);
+    for (int32_t t : in.output) ++counts_[t];
+    for (int32_t t : in.output) {
+      if (counts_[t] == 0) continue;  // already applied
+      logits_[t] -= p.frequency_penalty * counts_[t] + p.presence_penalty;
+      counts_[t] = 0;
+    }
+  }
+}
+
+int32_t Sampler::Draw(const SampleInput& in) {
+  const SamplingParams& p = *in.params;
+  const int64_t V = logits_.size();
+  // Probabilities after temperature, unnormalized, relative to the max.
+  const float max_logit = *std::max_element(logits_.begin(), logits_.end());
+  std::vector<float>& probs = logits_;
+  for (float& l : probs) l = std::exp((l - max_logit) / p.temperature);
+
+  order_.clear();
+  const float min_prob = p.min_p;  // relative to the most likely token, whose weight is exp(0) = 1
+  for (int64_t t = 0; t < V; ++t) {
+    if (probs[t] > 0 && probs[t] >= min_prob) order_.push_back(static_cast<int32_t>(t));
+  }
+  auto by_prob = [&](int32_t a, int32_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); };
+  if (p.top_k > 0 && p.top_k < static_cast<int>(order_.size())) {
+    std::nth_element(order_.begin(), order_.begin() + p.top_k - 1, order_.end(), by_prob);
+    const float kth = probs[order_[p.top_k - 1]];
+    order_.erase(std::remove_if(order_.begin(), order_.end(), [&](int32_t t) { return probs[t] < kth; }),
+                 order_.end());
+  }
+  if (p.top_p < 1.0f) {
+    std::sort(order_.begin(), order_.end(), by_prob);
+    double total = 0;
+    for (int32_t t : order_) total += probs[t];
+    double cumulative = 0;
+    size_t keep = 0;
+    while (keep < order_.size() && cumulative < p.top_p * total) cumulative += probs[order_[keep++]];
+    order_.resize(std::max<size_t>(keep, 1));
+  }
+  std::sort(order_.begin(), order_.end());  // the draw walks token ids in order
+  double total = 0;
+  for (int32_t t : order_) total += probs[t];
+  const double u = PhiloxUniform(in.seed, in.output.size(), static_cast<uint32_t>(in.choice)) * total;
+  double cumulative = 0;
+  for (int32_t t : order_) {
+    cumulative += probs[t];
+    if (u < cumulative) return t;
+  }
+  return order_.back();
+}
+
+}  // namespace moe

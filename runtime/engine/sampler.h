@@ -1,0 +1,51 @@
+// Sampler: turns one row of logits into the next token of a sequence.
+//
+// Order, as in vLLM: min_tokens mask (EOS and stop tokens), logit bias, repetition /
+// presence / frequency penalties; then greedy argmax, or temperature, min-p, top-k,
+// top-p and an inverse-CDF draw with a Philox uniform keyed by the request's seed and
+// counted by (output index, choice), so a seeded request is reproducible in any batch.
+// Logprobs are those of the raw logits (log-softmax before any processing).
+//
+//   Sampler sampler;
+//   Sampled s = sampler.Sample({.logits = row, .vocab_size = V, .params = &params, ...});
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "runtime/engine/output.h"
+#include "runtime/engine/request.h"
+
+namespace moe {
+
+struct SampleInput {
+  absl::Span<const float> logits;  // [V] raw
+  const SamplingParams* params = nullptr;
+  absl::Span<const int32_t> prompt;         // for the repetition penalty
+  absl::Span<const int32_t> output;         // tokens generated so far
+  absl::Span<const int32_t> masked_tokens;  // forbidden now (EOS/stop ids before min_tokens)
+  uint64_t seed = 0;
+  int choice = 0;
+};
+
+struct Sampled {
+  int32_t token = -1;
+  std::optional<SampledLogprobs> logprobs;
+};
+
+class Sampler {
+ public:
+  Sampled Sample(const SampleInput& in);
+
+ private:
+  void ApplyPenaltiesAndBias(const SampleInput& in);
+  int32_t Draw(const SampleInput& in);
+
+  std::vector<float> logits_;             // [V] processed
+  std::vector<int32_t> counts_;           // [V] occurrences in the output
+  std::vector<int32_t> order_;            // candidate token ids
+};
+
+}  // namespace moe
