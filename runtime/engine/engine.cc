@@ -258,6 +258,7 @@ absl::StatusOr<bool> Engine::Step() {
   DrainInbox();
   ExpireTimeLimits();
   const StepPlan plan = scheduler_.Schedule();
+  preemptions_ += plan.preempted.size();
   if (plan.empty()) return false;
   const absl::Time now = absl::Now();
   for (const ScheduledSequence& s : plan.scheduled) {
@@ -285,6 +286,7 @@ void Engine::PublishStats() {
             .free_blocks = blocks_.num_free_blocks(),
             .total_blocks = blocks_.num_blocks(),
             .steps = steps_,
+            .preemptions = preemptions_,
             .prefix_cache = blocks_.stats()};
 }
 

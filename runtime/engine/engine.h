@@ -47,6 +47,7 @@ struct EngineStats {
   int free_blocks = 0;
   int total_blocks = 0;
   int64_t steps = 0;
+  int64_t preemptions = 0;
   PrefixCacheStats prefix_cache;
 };
 
@@ -101,6 +102,7 @@ class Engine {
   std::map<std::string, RequestState> requests_;  // engine thread only
   uint64_t next_arrival_ = 0;
   int64_t steps_ = 0;
+  int64_t preemptions_ = 0;
 
   mutable absl::Mutex mu_;
   struct Submission {

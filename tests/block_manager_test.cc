@@ -1,0 +1,92 @@
+// The KV block pool: reference counts, the verified hash-chain prefix cache, LRU eviction,
+// and every block coming back.
+#include "runtime/engine/block_manager.h"
+
+#include <numeric>
+
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+std::vector<int32_t> Range(int n, int start = 0) {
+  std::vector<int32_t> v(n);
+  std::iota(v.begin(), v.end(), start);
+  return v;
+}
+
+TEST(BlockManagerTest, GrowIsAllOrNothingAndReleaseReturnsEverything) {
+  BlockManager blocks({.num_blocks = 4, .block_size = 4});
+  std::vector<int32_t> a, b;
+  EXPECT_TRUE(blocks.Grow(a, 9));  // 3 blocks
+  EXPECT_EQ(a.size(), 3u);
+  EXPECT_FALSE(blocks.Grow(b, 8));  // needs 2, 1 left
+  EXPECT_TRUE(b.empty());
+  EXPECT_TRUE(blocks.Grow(b, 4));
+  EXPECT_EQ(blocks.num_free_blocks(), 0);
+  blocks.Release(a);
+  blocks.Release(b);
+  EXPECT_TRUE(a.empty());
+  EXPECT_EQ(blocks.num_free_blocks(), 4);
+}
+
+TEST(BlockManagerTest, SharesCachedFullBlocksAndNeverTheWholePrompt) {
+  BlockManager blocks({.num_blocks = 8, .block_size = 4});
+  const std::vector<int32_t> prompt = Range(12);  // exactly 3 blocks
+  std::vector<int32_t> first;
+  ASSERT_TRUE(blocks.Grow(first, 12));
+  blocks.CacheFullBlocks(first, prompt, 12, "");
+  EXPECT_EQ(blocks.num_cached_blocks(), 3);
+
+  // Same 12 tokens: only 2 blocks reused, so the last token still runs through the model.
+  PrefixMatch same = blocks.MatchPrefix(prompt, "");
+  EXPECT_EQ(same.num_tokens, 8);
+  EXPECT_EQ(same.blocks, std::vector<int32_t>(first.begin(), first.begin() + 2));
+  // A longer prompt with the same start reuses all 3.
+  std::vector<int32_t> longer = Range(14);
+  PrefixMatch hit = blocks.MatchPrefix(longer, "");
+  EXPECT_EQ(hit.num_tokens, 12);
+  // Another salt, or a different first block, shares nothing.
+  EXPECT_EQ(blocks.MatchPrefix(longer, "tenant-b").num_tokens, 0);
+  longer[0] = 99;
+  EXPECT_EQ(blocks.MatchPrefix(longer, "").num_tokens, 0);
+
+  blocks.Release(same.blocks);
+  blocks.Release(hit.blocks);
+  blocks.Release(first);
+  EXPECT_EQ(blocks.num_free_blocks(), 8);
+  EXPECT_EQ(blocks.num_cached_blocks(), 3);  // unreferenced but still cached
+  EXPECT_EQ(blocks.stats().hit_tokens, 20);
+}
+
+TEST(BlockManagerTest, EvictsLeastRecentlyUsedCachedBlocksLast) {
+  BlockManager blocks({.num_blocks = 4, .block_size = 2});
+  const std::vector<int32_t> a_tokens = {1, 2, 3, 4}, b_tokens = {5, 6, 7, 8};
+  std::vector<int32_t> a, b;
+  ASSERT_TRUE(blocks.Grow(a, 4));
+  blocks.CacheFullBlocks(a, a_tokens, 4, "");
+  blocks.Release(a);  // a's blocks become evictable first
+  ASSERT_TRUE(blocks.Grow(b, 4));
+  blocks.CacheFullBlocks(b, b_tokens, 4, "");
+  blocks.Release(b);
+  EXPECT_EQ(blocks.num_cached_blocks(), 4);
+
+  std::vector<int32_t> c;
+  ASSERT_TRUE(blocks.Grow(c, 2));  // evicts the least recently used: a's last block
+  EXPECT_EQ(blocks.num_cached_blocks(), 3);
+  EXPECT_EQ(blocks.MatchPrefix({1, 2, 3, 4, 0}, "").num_tokens, 2);  // a's first block survives
+  EXPECT_EQ(blocks.MatchPrefix({5, 6, 7, 8, 0}, "").num_tokens, 4);  // b intact
+}
+
+TEST(BlockManagerTest, WithoutPrefixCachingNothingIsShared) {
+  BlockManager blocks({.num_blocks = 4, .block_size = 2, .enable_prefix_caching = false});
+  std::vector<int32_t> a;
+  ASSERT_TRUE(blocks.Grow(a, 4));
+  blocks.CacheFullBlocks(a, {1, 2, 3, 4}, 4, "");
+  EXPECT_EQ(blocks.MatchPrefix({1, 2, 3, 4, 5}, "").num_tokens, 0);
+  blocks.Release(a);
+  EXPECT_EQ(blocks.num_free_blocks(), 4);
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,294 @@
+// The engine end to end on the CPU backend with a small random model: batch invariance
+// under chunked prefill and preemption, the prefix cache, seeded sampling, n > 1, aborts,
+// time limits, stop strings, validation, threads, and every block back in the pool.
+#include "runtime/engine/engine.h"
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include <unistd.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "moe/moe_model.h"
+#include "tests/engine_test_util.h"
+#include "tests/test_util.h"
+#include "tools/random_model.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::RecordingSink;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string dir = std::filesystem::path(::testing::TempDir()) /
+                            ("moe_engine_test." + std::to_string(getpid()));
+    std::filesystem::remove_all(dir);
+    nlohmann::json config = testing::TinyQwen3Config();
+    config["max_position_embeddings"] = 128;
+    ASSERT_TRUE(WriteRandomModel(config, {.dtype = DType::kBF16, .seed = 5, .init_std = 0.2f}, dir).ok());
+    auto model = MoeModel::Load(dir);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = model->release();
+    std::filesystem::remove_all(dir);
+  }
+  static void TearDownTestSuite() { delete model_; }
+
+  // Every block back in the pool and nothing left running, whatever the test did.
+  static void ExpectDrained(Engine& engine) {
+    const EngineStats stats = engine.GetStats();
+    EXPECT_EQ(stats.running, 0);
+    EXPECT_EQ(stats.waiting, 0);
+    EXPECT_EQ(stats.free_blocks, stats.total_blocks);
+  }
+
+  static Request Greedy(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
+    Request r{.id = id, .prompt = std::move(prompt)};
+    r.sampling.temperature = 0.0f;
+    r.stopping.max_tokens = max_tokens;
+    r.stopping.ignore_eos = true;
+    return r;
+  }
+
+  static std::vector<int32_t> RandomPrompt(std::mt19937& rng, int len) {
+    std::vector<int32_t> p(len);
+    for (int32_t& t : p) t = std::uniform_int_distribution<int>(0, 126)(rng);
+    return p;
+  }
+
+  static MoeModel* model_;
+};
+MoeModel* EngineTest::model_ = nullptr;
+
+TEST_F(EngineTest, EachRequestIsTheSameAloneOrAmong32WithChunkingAndPreemption) {
+  std::mt19937 rng(1);
+  std::vector<Request> requests;
+  for (int i = 0; i < 32; ++i) {
+    requests.push_back(Greedy("r" + std::to_string(i), RandomPrompt(rng, 1 + (i * 7) % 40), 4 + i % 13));
+  }
+  std::vector<std::vector<int32_t>> alone;
+  for (const Request& r : requests) {
+    Engine engine(*model_, {.num_kv_blocks = 64, .block_size = 4});
+    auto sink = std::make_shared<RecordingSink>();
+    ASSERT_TRUE(engine.Submit(r, sink).ok());
+    ASSERT_TRUE(engine.RunUntilIdle().ok());
+    alone.push_back(sink->choice().tokens);
+    ASSERT_EQ(static_cast<int>(alone.back().size()), r.stopping.max_tokens);
+  }
+  // A token budget of 16 forces chunked prefill; 20 blocks of 4 force preemption.
+  Engine engine(*model_, {.num_kv_blocks = 20, .block_size = 4, .scheduler = {.max_num_batched_tokens = 16}});
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  for (const Request& r : requests) {
+    sinks.push_back(std::make_shared<RecordingSink>());
+    ASSERT_TRUE(engine.Submit(r, sinks.back()).ok());
+  }
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(sinks[i]->choice().tokens, alone[i]) << requests[i].id;
+    EXPECT_EQ(sinks[i]->choice().final->reason, FinishReason::kLength);
+  }
+  EXPECT_GT(engine.GetStats().preemptions, 0) << "the pool was meant to be too small";
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, SharedThreeBlockPrefixIsCachedAndGivesTheSameOutput) {
+  std::mt19937 rng(2);
+  const std::vector<int32_t> prefix = RandomPrompt(rng, 12);  // 3 blocks of 4
+  std::vector<int32_t> first = prefix, second = prefix;
+  first.insert(first.end(), {5, 6});
+  second.insert(second.end(), {7, 8, 9});
+
+  Engine fresh(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto expected = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(fresh.Submit(Greedy("b", second, 8), expected).ok());
+  ASSERT_TRUE(fresh.RunUntilIdle().ok());
+  EXPECT_EQ(expected->choice().final->usage.cached_tokens, 0);
+
+  Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto a = std::make_shared<RecordingSink>(), b = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(Greedy("a", first, 8), a).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  ASSERT_TRUE(engine.Submit(Greedy("b", second, 8), b).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  EXPECT_EQ(b->choice().final->usage.cached_tokens, 12);
+  EXPECT_EQ(b->choice().final->usage.prompt_tokens, 15);
+  EXPECT_EQ(b->choice().tokens, expected->choice().tokens);
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
+  std::mt19937 rng(3);
+  Request seeded{.id = "seeded", .prompt = RandomPrompt(rng, 9)};
+  seeded.sampling = {.temperature = 0.9f, .top_k = 20, .top_p = 0.95f, .seed = 1234, .logprobs = 2};
+  seeded.stopping = {.max_tokens = 12, .ignore_eos = true};
+
+  Engine alone(*model_, {.num_kv_blocks = 64, .block_size = 4});
+  auto solo = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(alone.Submit(seeded, solo).ok());
+  ASSERT_TRUE(alone.RunUntilIdle().ok());
+
+  Engine crowded(*model_, {.num_kv_blocks = 64, .block_size = 4, .scheduler = {.max_num_batched_tokens = 8}});
+  std::vector<std::shared_ptr<RecordingSink>> others;
+  for (int i = 0; i < 6; ++i) {
+    Request r{.id = "other" + std::to_string(i), .prompt = RandomPrompt(rng, 3 + i)};
+    r.sampling.temperature = 1.0f;
+    r.stopping.max_tokens = 5 + i;
+    others.push_back(std::make_shared<RecordingSink>());
+    ASSERT_TRUE(crowded.Submit(r, others.back()).ok());
+  }
+  auto crowd = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(crowded.Submit(seeded, crowd).ok());
+  ASSERT_TRUE(crowded.RunUntilIdle().ok());
+  EXPECT_EQ(crowd->choice().tokens, solo->choice().tokens);
+  ASSERT_EQ(crowd->choice().logprobs.size(), 12u);
+  EXPECT_EQ(crowd->choice().logprobs[3].top.size(), 2u);
+  EXPECT_EQ(crowd->choice().logprobs[3].chosen.logprob, solo->choice().logprobs[3].chosen.logprob);
+  ExpectDrained(crowded);
+}
+
+TEST_F(EngineTest, ChoicesShareThePromptBlocks) {
+  std::mt19937 rng(4);
+  Request r{.id = "n3", .prompt = RandomPrompt(rng, 10)};
+  r.sampling = {.temperature = 1.0f, .seed = 99, .n = 3};
+  r.stopping = {.max_tokens = 10, .ignore_eos = true};
+  Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto sink = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(r, sink).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  EXPECT_EQ(sink->num_finals(), 3);
+  EXPECT_EQ(sink->choice(0).final->usage.cached_tokens, 0);
+  EXPECT_EQ(sink->choice(1).final->usage.cached_tokens, 8);  // 2 full blocks of the prompt
+  EXPECT_EQ(sink->choice(2).final->usage.cached_tokens, 8);
+  EXPECT_NE(sink->choice(0).tokens, sink->choice(1).tokens);
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, StopStringsStopAndNeverStream) {
+  // Token t reads as one letter; the stop string spans three tokens.
+  std::vector<std::string> letters;
+  for (int i = 0; i < 128; ++i) letters.push_back(std::string(1, static_cast<char>('a' + i % 26)));
+  EngineOptions options{.num_kv_blocks = 32, .block_size = 4};
+  options.text_streams = [letters] { return std::make_unique<testing::PieceTextStream>(letters); };
+  Engine probe(*model_, options);
+  auto free_run = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(probe.Submit(Greedy("free", {1, 2, 3}, 12), free_run).ok());
+  ASSERT_TRUE(probe.RunUntilIdle().ok());
+  const std::string text = free_run->choice().text;
+  ASSERT_EQ(text.size(), 12u);
+
+  Request r = Greedy("stop", {1, 2, 3}, 12);
+  r.stopping.stop_strings = {text.substr(5, 3), "not-there"};
+  Engine engine(*model_, options);
+  auto sink = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(r, sink).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  const auto choice = sink->choice();
+  EXPECT_EQ(choice.final->reason, FinishReason::kStopString);
+  EXPECT_EQ(choice.final->matched_stop, text.substr(5, 3));
+  EXPECT_EQ(choice.text, text.substr(0, text.find(text.substr(5, 3))));
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
+  Engine engine(*model_, {.num_kv_blocks = 8, .block_size = 4});
+  auto sink = std::make_shared<RecordingSink>();
+  auto error = [&](Request r) { return std::string(engine.Submit(std::move(r), sink).message()); };
+  EXPECT_THAT(error(Greedy("a", {}, 4)), HasSubstr("prompt is empty"));
+  EXPECT_THAT(error(Greedy("a", {1, 500}, 4)), HasSubstr("prompt token 1 has id 500, vocabulary is 128"));
+  EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(128, 1), 4)), HasSubstr("the context holds 128"));
+  EXPECT_THAT(error(Greedy("a", {1}, 0)), HasSubstr("max_tokens must be >= 1"));
+  EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(30, 1), 10)), HasSubstr("needs 10 KV blocks"));
+  Request r = Greedy("a", {1}, 4);
+  r.sampling.temperature = -1;
+  EXPECT_THAT(error(r), HasSubstr("temperature must be >= 0"));
+  r = Greedy("a", {1}, 4);
+  r.sampling.top_p = 0;
+  EXPECT_THAT(error(r), HasSubstr("top_p must be in (0, 1]"));
+  r = Greedy("a", {1}, 4);
+  r.stopping.stop_strings = {"x"};
+  EXPECT_THAT(error(r), HasSubstr("stop strings need a tokenizer"));
+  ASSERT_TRUE(engine.Submit(Greedy("dup", {1}, 4), sink).ok());
+  EXPECT_THAT(error(Greedy("dup", {1}, 4)), HasSubstr("already running"));
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  EXPECT_EQ(sink->num_finals(), 1);
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, TimeLimitEndsARequest) {
+  Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  Request r = Greedy("slow", {1, 2}, 20);
+  r.stopping.time_limit = absl::ZeroDuration();
+  auto sink = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(r, sink).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  EXPECT_EQ(sink->choice().final->reason, FinishReason::kTimeLimit);
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, StressOf1000RequestsWithRandomAbortsReturnsEveryBlock) {
+  std::mt19937 rng(5);
+  Engine engine(*model_, {.num_kv_blocks = 48, .block_size = 4,
+                          .scheduler = {.max_num_batched_tokens = 64, .max_num_seqs = 24}});
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  int expected_finals = 0;
+  for (int i = 0; i < 1000; ++i) {
+    Request r{.id = "s" + std::to_string(i), .prompt = RandomPrompt(rng, 1 + rng() % 24), .priority = static_cast<int>(rng() % 3)};
+    r.sampling = {.temperature = (rng() % 2) ? 0.0f : 0.8f, .n = 1 + static_cast<int>(rng() % 3 == 0)};
+    r.stopping.max_tokens = 1 + rng() % 12;
+    r.stopping.ignore_eos = rng() % 2;
+    auto sink = std::make_shared<RecordingSink>();
+    const int abort_after = rng() % 4 == 0 ? static_cast<int>(rng() % 4) : -1;
+    if (abort_after >= 0) {
+      // Abort from inside the stream (the engine thread), after a few tokens.
+      sink->on_delta = [&engine, id = r.id, abort_after, n = 0](const OutputDelta&) mutable {
+        if (n++ == abort_after) engine.Abort(id);
+      };
+    }
+    ASSERT_TRUE(engine.Submit(r, sink).ok());
+    expected_finals += r.sampling.n;
+    sinks.push_back(sink);
+    if (rng() % 10 == 0) engine.Abort(r.id);  // abort before it even starts
+    if (i % 50 == 49) ASSERT_TRUE(engine.Step().ok());
+  }
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  int finals = 0, aborted = 0;
+  for (const auto& sink : sinks) {
+    finals += sink->num_finals();
+    for (int c = 0; c < 3; ++c) {
+      const auto choice = sink->choice(c);
+      EXPECT_LE(choice.finals, 1);
+      if (choice.final && choice.final->reason == FinishReason::kAborted) ++aborted;
+    }
+  }
+  EXPECT_EQ(finals, expected_finals);
+  EXPECT_GT(aborted, 50);
+  EXPECT_GT(engine.GetStats().preemptions, 0);
+  ExpectDrained(engine);
+}
+
+TEST_F(EngineTest, BackgroundThreadServesConcurrentSubmitters) {
+  Engine engine(*model_, {.num_kv_blocks = 64, .block_size = 4});
+  engine.Start();
+  std::vector<std::shared_ptr<RecordingSink>> sinks(16);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 4; ++i) {
+        sinks[t * 4 + i] = std::make_shared<RecordingSink>();
+        EXPECT_TRUE(engine.Submit(Greedy(absl::StrCat("t", t, "-", i), {t + 1, i + 1}, 6), sinks[t * 4 + i]).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (auto& sink : sinks) sink->WaitForFinals(1);
+  engine.Stop();
+  for (auto& sink : sinks) EXPECT_EQ(sink->choice().tokens.size(), 6u);
+  ExpectDrained(engine);
+}
+
+}  // namespace
+}  // namespace moe

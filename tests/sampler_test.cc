@@ -1,0 +1,147 @@
+// The sampler against exact distributions (chi-square at fixed seeds), and its
+// deterministic parts: greedy, penalties, bias, masks, logprobs, Philox.
+#include "runtime/engine/sampler.h"
+
+#include <cmath>
+#include <map>
+
+#include "gtest/gtest.h"
+#include "runtime/engine/philox.h"
+
+namespace moe {
+namespace {
+
+const std::vector<float> kLogits = {1.0f, 2.5f, 0.3f, 2.0f, -1.0f, 1.7f, 0.0f, 2.4f};
+
+// Exact probabilities: softmax(logits / T) over the tokens `keep` allows, renormalized.
+std::vector<double> Expected(float temperature, const std::vector<bool>& keep) {
+  std::vector<double> p(kLogits.size(), 0.0);
+  double z = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (keep[i]) z += p[i] = std::exp(kLogits[i] / temperature);
+  }
+  for (double& x : p) x /= z;
+  return p;
+}
+
+// Draws many tokens with different seeds and returns the chi-square statistic; a token the
+// distribution excludes must never appear.
+double ChiSquare(const SamplingParams& params, const std::vector<double>& expected, int draws = 40000) {
+  Sampler sampler;
+  std::vector<int> counts(kLogits.size(), 0);
+  for (int i = 0; i < draws; ++i) {
+    const Sampled s = sampler.Sample({.logits = kLogits, .params = &params, .seed = 1000u + i});
+    ++counts[s.token];
+  }
+  double chi2 = 0;
+  for (size_t t = 0; t < counts.size(); ++t) {
+    if (expected[t] == 0) {
+      EXPECT_EQ(counts[t], 0) << "token " << t << " is outside the distribution";
+      continue;
+    }
+    const double e = expected[t] * draws;
+    chi2 += (counts[t] - e) * (counts[t] - e) / e;
+  }
+  return chi2;
+}
+
+// Chi-square critical value for 7 degrees of freedom at p = 0.001; fewer categories make
+// the bound looser, so it holds for every case below.
+constexpr double kChiSquareBound = 24.32;
+
+TEST(SamplerTest, TemperatureMatchesSoftmax) {
+  for (float t : {0.5f, 1.0f, 1.7f}) {
+    SamplingParams p{.temperature = t};
+    EXPECT_LT(ChiSquare(p, Expected(t, std::vector<bool>(8, true))), kChiSquareBound) << "T=" << t;
+  }
+}
+
+TEST(SamplerTest, TopKKeepsTheKMostLikely) {
+  SamplingParams p{.temperature = 1.0f, .top_k = 3};  // tokens 1 (2.5), 7 (2.4), 3 (2.0)
+  EXPECT_LT(ChiSquare(p, Expected(1.0f, {false, true, false, true, false, false, false, true})),
+            kChiSquareBound);
+}
+
+TEST(SamplerTest, TopPKeepsTheSmallestNucleus) {
+  // Sorted probabilities at T=1: 1 .276, 7 .250, 3 .167, 5 .124, 0 .061, ... -> p = 0.6
+  // needs tokens 1, 7 and 3 (0.693 >= 0.6), not 5.
+  SamplingParams p{.temperature = 1.0f, .top_p = 0.6f};
+  EXPECT_LT(ChiSquare(p, Expected(1.0f, {false, true, false, true, false, false, false, true})),
+            kChiSquareBound);
+}
+
+TEST(SamplerTest, MinPDropsTokensBelowAFractionOfTheBest) {
+  // At T=1, p(t)/p(max) = exp(l - 2.5): keep >= 0.3 -> logits >= 2.5 + ln 0.3 = 1.296.
+  SamplingParams p{.temperature = 1.0f, .min_p = 0.3f};
+  EXPECT_LT(ChiSquare(p, Expected(1.0f, {false, true, false, true, false, true, false, true})),
+            kChiSquareBound);
+}
+
+TEST(SamplerTest, SeededDrawsAreReproducibleAndSeedsDiffer) {
+  Sampler a, b;
+  SamplingParams p{.temperature = 1.0f};
+  std::vector<int32_t> output;
+  std::map<int32_t, int> seen;
+  for (int step = 0; step < 50; ++step) {
+    const Sampled x = a.Sample({.logits = kLogits, .params = &p, .output = output, .seed = 7});
+    const Sampled y = b.Sample({.logits = kLogits, .params = &p, .output = output, .seed = 7});
+    EXPECT_EQ(x.token, y.token);
+    ++seen[x.token];
+    output.push_back(x.token);
+  }
+  EXPECT_GT(seen.size(), 3u);  // the counter advances with each output token
+  const Sampled c1 = a.Sample({.logits = kLogits, .params = &p, .seed = 7, .choice = 1});
+  const Sampled c0 = a.Sample({.logits = kLogits, .params = &p, .seed = 7, .choice = 0});
+  int differ = 0;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    differ += a.Sample({.logits = kLogits, .params = &p, .seed = seed, .choice = 0}).token !=
+              a.Sample({.logits = kLogits, .params = &p, .seed = seed, .choice = 1}).token;
+  }
+  EXPECT_GT(differ, 5) << "choices of one request must draw independently";
+  (void)c0, (void)c1;
+}
+
+TEST(SamplerTest, GreedyWithPenaltiesBiasAndMasks) {
+  Sampler s;
+  SamplingParams greedy{.temperature = 0.0f};
+  EXPECT_EQ(s.Sample({.logits = kLogits, .params = &greedy}).token, 1);
+  const std::vector<int32_t> masked = {1};
+  EXPECT_EQ(s.Sample({.logits = kLogits, .params = &greedy, .masked_tokens = masked}).token, 7);
+  SamplingParams biased{.temperature = 0.0f, .logit_bias = {{4, 10.0f}}};
+  EXPECT_EQ(s.Sample({.logits = kLogits, .params = &biased}).token, 4);
+  // Repetition penalty 2 halves 2.5 -> 1.25 and 2.4 -> 1.2: token 3 (2.0) wins.
+  SamplingParams rep{.temperature = 0.0f, .repetition_penalty = 2.0f};
+  const std::vector<int32_t> prompt = {1}, output = {7};
+  EXPECT_EQ(s.Sample({.logits = kLogits, .params = &rep, .prompt = prompt, .output = output}).token, 3);
+  // Frequency 0.3 x 2 occurrences + presence 0.1: 2.5 -> 1.8, so 2.4 (token 7) wins.
+  SamplingParams freq{.temperature = 0.0f, .presence_penalty = 0.1f, .frequency_penalty = 0.3f};
+  const std::vector<int32_t> twice = {1, 1};
+  EXPECT_EQ(s.Sample({.logits = kLogits, .params = &freq, .output = twice}).token, 7);
+}
+
+TEST(SamplerTest, LogprobsAreLogSoftmaxOfRawLogits) {
+  Sampler s;
+  SamplingParams p{.temperature = 0.0f, .repetition_penalty = 3.0f, .logprobs = 2};
+  const std::vector<int32_t> prompt = {1};
+  const Sampled out = s.Sample({.logits = kLogits, .params = &p, .prompt = prompt});
+  ASSERT_TRUE(out.logprobs.has_value());
+  double z = 0;
+  for (float l : kLogits) z += std::exp(l);
+  EXPECT_NEAR(out.logprobs->chosen.logprob, kLogits[out.token] - std::log(z), 1e-5);
+  ASSERT_EQ(out.logprobs->top.size(), 2u);
+  EXPECT_EQ(out.logprobs->top[0].token, 1);
+  EXPECT_EQ(out.logprobs->top[1].token, 7);
+  EXPECT_NEAR(out.logprobs->top[0].logprob, 2.5 - std::log(z), 1e-5);
+}
+
+TEST(PhiloxTest, KnownAnswer) {
+  // Random123's published vector for philox4x32-10, counter 0 and key 0.
+  const auto r = Philox4x32(0, {0, 0, 0, 0});
+  EXPECT_EQ(r[0], 0x6627e8d5u);
+  EXPECT_EQ(r[1], 0xe169c58du);
+  EXPECT_EQ(r[2], 0xbc57ac4cu);
+  EXPECT_EQ(r[3], 0x9b00dbd8u);
+}
+
+}  // namespace
+}  // namespace moe
