@@ -9,6 +9,13 @@
 namespace moe {
 namespace {
 
+// The hash chain of a sequence that has registered nothing yet.
+std::vector<uint64_t>& Fresh() {
+  static std::vector<uint64_t> chain;
+  chain.clear();
+  return chain;
+}
+
 std::vector<int32_t> Range(int n, int start = 0) {
   std::vector<int32_t> v(n);
   std::iota(v.begin(), v.end(), start);
@@ -35,7 +42,7 @@ TEST(BlockManagerTest, SharesCachedFullBlocksAndNeverTheWholePrompt) {
   const std::vector<int32_t> prompt = Range(12);  // exactly 3 blocks
   std::vector<int32_t> first;
   ASSERT_TRUE(blocks.Grow(first, 12));
-  blocks.CacheFullBlocks(first, prompt, 12, "");
+  blocks.CacheFullBlocks(first, prompt, 12, "", Fresh());
   EXPECT_EQ(blocks.num_cached_blocks(), 3);
 
   // Same 12 tokens: only 2 blocks reused, so the last token still runs through the model.
@@ -64,10 +71,10 @@ TEST(BlockManagerTest, EvictsLeastRecentlyUsedCachedBlocksLast) {
   const std::vector<int32_t> a_tokens = {1, 2, 3, 4}, b_tokens = {5, 6, 7, 8};
   std::vector<int32_t> a, b;
   ASSERT_TRUE(blocks.Grow(a, 4));
-  blocks.CacheFullBlocks(a, a_tokens, 4, "");
+  blocks.CacheFullBlocks(a, a_tokens, 4, "", Fresh());
   blocks.Release(a);  // a's blocks become evictable first
   ASSERT_TRUE(blocks.Grow(b, 4));
-  blocks.CacheFullBlocks(b, b_tokens, 4, "");
+  blocks.CacheFullBlocks(b, b_tokens, 4, "", Fresh());
   blocks.Release(b);
   EXPECT_EQ(blocks.num_cached_blocks(), 4);
 
@@ -82,7 +89,7 @@ TEST(BlockManagerTest, WithoutPrefixCachingNothingIsShared) {
   BlockManager blocks({.num_blocks = 4, .block_size = 2, .enable_prefix_caching = false});
   std::vector<int32_t> a;
   ASSERT_TRUE(blocks.Grow(a, 4));
-  blocks.CacheFullBlocks(a, {1, 2, 3, 4}, 4, "");
+  blocks.CacheFullBlocks(a, {1, 2, 3, 4}, 4, "", Fresh());
   EXPECT_EQ(blocks.MatchPrefix({1, 2, 3, 4, 5}, "").num_tokens, 0);
   blocks.Release(a);
   EXPECT_EQ(blocks.num_free_blocks(), 4);

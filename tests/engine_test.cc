@@ -252,7 +252,9 @@ TEST_F(EngineTest, StressOf1000RequestsWithRandomAbortsReturnsEveryBlock) {
     expected_finals += r.sampling.n;
     sinks.push_back(sink);
     if (rng() % 10 == 0) engine.Abort(r.id);  // abort before it even starts
-    if (i % 50 == 49) ASSERT_TRUE(engine.Step().ok());
+    if (i % 50 == 49) {
+      ASSERT_TRUE(engine.Step().ok());
+    }
   }
   ASSERT_TRUE(engine.RunUntilIdle().ok());
   int finals = 0, aborted = 0;

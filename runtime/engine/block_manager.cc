@@ -55,6 +55,7 @@ PrefixMatch BlockManager::MatchPrefix(absl::Span<const int32_t> tokens, absl::st
     }
     if (block.ref_count++ == 0) evictable_.erase(block.lru_position);
     match.blocks.push_back(it->second);
+    match.chain.push_back(hash);
     parent = hash;
   }
   match.num_tokens = static_cast<int>(match.blocks.size()) * block_size_;
@@ -94,11 +95,12 @@ bool BlockManager::Grow(std::vector<int32_t>& table, int num_tokens) {
 }
 
 void BlockManager::CacheFullBlocks(absl::Span<const int32_t> table, absl::Span<const int32_t> tokens,
-                                   int num_computed, absl::string_view salt) {
+                                   int num_computed, absl::string_view salt,
+                                   std::vector<uint64_t>& chain) {
   if (!prefix_caching_) return;
   const int full = std::min<int>(num_computed / block_size_, table.size());
-  uint64_t parent = SaltHash(salt);
-  for (int i = 0; i < full; ++i) {
+  uint64_t parent = chain.empty() ? SaltHash(salt) : chain.back();
+  for (int i = static_cast<int>(chain.size()); i < full; ++i) {
     Block& block = blocks_[table[i]];
     const auto block_tokens = tokens.subspan(i * block_size_, block_size_);
     const uint64_t hash = HashBlock(parent, block_tokens);
@@ -108,6 +110,7 @@ void BlockManager::CacheFullBlocks(absl::Span<const int32_t> table, absl::Span<c
       block.parent_hash = parent;
       block.tokens.assign(block_tokens.begin(), block_tokens.end());
     }
+    chain.push_back(hash);
     parent = hash;
   }
 }

@@ -9,7 +9,7 @@
 //   BlockManager blocks({.num_blocks = 1024, .block_size = 16});
 //   PrefixMatch hit = blocks.MatchPrefix(prompt, salt);   // cached full blocks, referenced
 //   if (!blocks.Grow(table, num_tokens)) { /* preempt someone */ }
-//   blocks.CacheFullBlocks(table, tokens, num_computed, salt);
+//   blocks.CacheFullBlocks(table, tokens, num_computed, salt, chain);
 //   blocks.Release(table);
 #pragma once
 
@@ -32,6 +32,7 @@ struct BlockManagerOptions {
 
 struct PrefixMatch {
   std::vector<int32_t> blocks;  // referenced on behalf of the caller
+  std::vector<uint64_t> chain;  // their hashes, to continue the chain from
   int num_tokens = 0;           // blocks.size() * block_size
 };
 
@@ -60,8 +61,10 @@ class BlockManager {
   bool Grow(std::vector<int32_t>& table, int num_tokens);
 
   // Registers table's full blocks among tokens[0, num_computed) in the prefix cache.
+  // `chain` holds the hashes of the blocks already registered and is extended, so each
+  // block is hashed once over a sequence's life.
   void CacheFullBlocks(absl::Span<const int32_t> table, absl::Span<const int32_t> tokens,
-                       int num_computed, absl::string_view salt);
+                       int num_computed, absl::string_view salt, std::vector<uint64_t>& chain);
 
   // Drops the table's references (last block first, so it is evicted first) and clears it.
   void Release(std::vector<int32_t>& table);

@@ -149,6 +149,7 @@ void Engine::Admit(std::shared_ptr<const Request> request, std::shared_ptr<Outpu
     state.choices.push_back(std::move(seq));
   }
   state.unfinished = request->sampling.n;
+  if (request->stopping.time_limit != absl::InfiniteDuration()) ++num_time_limited_;
 }
 
 void Engine::FinishRequest(RequestState& state, FinishReason reason) {
@@ -182,6 +183,7 @@ void Engine::Finish(Sequence& seq, FinishReason reason, std::string matched_stop
   const std::string id = seq.request->id;
   RequestState& state = requests_[id];
   if (--state.unfinished == 0) {
+    if (state.request->stopping.time_limit != absl::InfiniteDuration()) --num_time_limited_;
     requests_.erase(id);
     absl::MutexLock lock(&mu_);
     live_ids_.erase(id);
@@ -189,6 +191,7 @@ void Engine::Finish(Sequence& seq, FinishReason reason, std::string matched_stop
 }
 
 void Engine::ExpireTimeLimits() {
+  if (num_time_limited_ == 0) return;
   const absl::Time now = absl::Now();
   std::vector<RequestState*> expired;
   for (auto& [id, state] : requests_) {
@@ -255,17 +258,20 @@ void Engine::Postprocess(const StepPlan& plan, const Tensor& logits) {
 }
 
 absl::StatusOr<bool> Engine::Step() {
+  absl::Time t0 = absl::Now();
   DrainInbox();
   ExpireTimeLimits();
   const StepPlan plan = scheduler_.Schedule();
   preemptions_ += plan.preempted.size();
   if (plan.empty()) return false;
-  const absl::Time now = absl::Now();
   for (const ScheduledSequence& s : plan.scheduled) {
-    if (s.seq->first_scheduled == absl::InfiniteFuture()) s.seq->first_scheduled = now;
+    if (s.seq->first_scheduled == absl::InfiniteFuture()) s.seq->first_scheduled = t0;
   }
+  absl::Time t1 = absl::Now();
   const StepBatch batch = BuildBatch(plan);
+  absl::Time t2 = absl::Now();
   absl::StatusOr<Tensor> logits = model_.Forward(batch, kv_);
+  absl::Time t3 = absl::Now();
   if (!logits.ok()) {
     for (const ScheduledSequence& s : plan.scheduled) {
       Sequence& seq = *s.seq;
@@ -274,6 +280,10 @@ absl::StatusOr<bool> Engine::Step() {
     return logits.status();
   }
   Postprocess(plan, *logits);
+  phase_times_.schedule += t1 - t0;
+  phase_times_.build_batch += t2 - t1;
+  phase_times_.forward += t3 - t2;
+  phase_times_.postprocess += absl::Now() - t3;
   ++steps_;
   PublishStats();
   return true;
@@ -287,7 +297,8 @@ void Engine::PublishStats() {
             .total_blocks = blocks_.num_blocks(),
             .steps = steps_,
             .preemptions = preemptions_,
-            .prefix_cache = blocks_.stats()};
+            .prefix_cache = blocks_.stats(),
+            .phase_times = phase_times_};
 }
 
 absl::Status Engine::RunUntilIdle() {

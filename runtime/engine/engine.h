@@ -41,6 +41,14 @@ struct EngineOptions {
   TextStreamFactory text_streams;  // optional: without it, no text and no stop strings
 };
 
+// Wall time the engine thread spent in each phase of its steps, summed.
+struct StepPhaseTimes {
+  absl::Duration schedule;     // drain submissions, time limits, Schedule()
+  absl::Duration build_batch;
+  absl::Duration forward;      // Model::Forward
+  absl::Duration postprocess;  // sample, append, stop checks, sinks
+};
+
 struct EngineStats {
   int running = 0;
   int waiting = 0;
@@ -49,6 +57,7 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t preemptions = 0;
   PrefixCacheStats prefix_cache;
+  StepPhaseTimes phase_times;
 };
 
 class Engine {
@@ -101,8 +110,10 @@ class Engine {
   Sampler sampler_;
   std::map<std::string, RequestState> requests_;  // engine thread only
   uint64_t next_arrival_ = 0;
+  int num_time_limited_ = 0;  // requests with a time limit, so most steps skip the check
   int64_t steps_ = 0;
   int64_t preemptions_ = 0;
+  StepPhaseTimes phase_times_;
 
   mutable absl::Mutex mu_;
   struct Submission {

@@ -27,18 +27,26 @@ SampledLogprobs RawLogprobs(absl::Span<const float> logits, int32_t chosen, int 
   return out;
 }
 
+int32_t ArgMax(absl::Span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
 }  // namespace
 
 Sampled Sampler::Sample(const SampleInput& in) {
-  logits_.assign(in.logits.begin(), in.logits.end());
-  ApplyPenaltiesAndBias(in);
+  const SamplingParams& p = *in.params;
+  const bool unprocessed = in.masked_tokens.empty() && p.logit_bias.empty() &&
+                           p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+                           p.frequency_penalty == 0.0f;
   Sampled out;
-  if (in.params->greedy()) {
-    out.token = static_cast<int32_t>(std::max_element(logits_.begin(), logits_.end()) - logits_.begin());
+  if (p.greedy() && unprocessed) {
+    out.token = ArgMax(in.logits);  // the common case needs no copy
   } else {
-    out.token = Draw(in);
+    logits_.assign(in.logits.begin(), in.logits.end());
+    ApplyPenaltiesAndBias(in);
+    out.token = p.greedy() ? ArgMax(logits_) : Draw(in);
   }
-  if (in.params->logprobs >= 0) out.logprobs = RawLogprobs(in.logits, out.token, in.params->logprobs);
+  if (p.logprobs >= 0) out.logprobs = RawLogprobs(in.logits, out.token, p.logprobs);
   return out;
 }
 
@@ -75,6 +83,26 @@ void Sampler::ApplyPenaltiesAndBias(const SampleInput& in) {
   }
 }
 
+// Keeps the most likely candidates whose mass first reaches top_p of the total. Sorts only
+// as many as needed: the head grows 4x at a time until it holds the nucleus.
+void Sampler::KeepNucleus(float top_p, const std::vector<float>& probs) {
+  auto by_prob = [&](int32_t a, int32_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); };
+  double total = 0;
+  for (int32_t t : order_) total += probs[t];
+  const double target = top_p * total;
+  for (size_t head = 256;; head *= 4) {
+    head = std::min(head, order_.size());
+    std::partial_sort(order_.begin(), order_.begin() + head, order_.end(), by_prob);
+    double cumulative = 0;
+    size_t keep = 0;
+    while (keep < head && cumulative < target) cumulative += probs[order_[keep++]];
+    if (cumulative >= target || head == order_.size()) {
+      order_.resize(std::max<size_t>(keep, 1));
+      return;
+    }
+  }
+}
+
 int32_t Sampler::Draw(const SampleInput& in) {
   const SamplingParams& p = *in.params;
   const int64_t V = logits_.size();
@@ -95,15 +123,7 @@ int32_t Sampler::Draw(const SampleInput& in) {
     order_.erase(std::remove_if(order_.begin(), order_.end(), [&](int32_t t) { return probs[t] < kth; }),
                  order_.end());
   }
-  if (p.top_p < 1.0f) {
-    std::sort(order_.begin(), order_.end(), by_prob);
-    double total = 0;
-    for (int32_t t : order_) total += probs[t];
-    double cumulative = 0;
-    size_t keep = 0;
-    while (keep < order_.size() && cumulative < p.top_p * total) cumulative += probs[order_[keep++]];
-    order_.resize(std::max<size_t>(keep, 1));
-  }
+  if (p.top_p < 1.0f) KeepNucleus(p.top_p, probs);
   std::sort(order_.begin(), order_.end());  // the draw walks token ids in order
   double total = 0;
   for (int32_t t : order_) total += probs[t];

@@ -42,6 +42,7 @@ class Sampler {
  private:
   void ApplyPenaltiesAndBias(const SampleInput& in);
   int32_t Draw(const SampleInput& in);
+  void KeepNucleus(float top_p, const std::vector<float>& probs);
 
   std::vector<float> logits_;             // [V] processed
   std::vector<int32_t> counts_;           // [V] occurrences in the output

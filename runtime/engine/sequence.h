@@ -32,6 +32,7 @@ struct Sequence {
   int num_computed = 0;
   int num_cached_tokens = 0;    // prompt tokens last found in the prefix cache
   std::vector<int32_t> block_table;
+  std::vector<uint64_t> block_hashes;  // prefix-cache hash chain of the full blocks so far
   SequenceStatus status = SequenceStatus::kWaiting;
 
   std::shared_ptr<OutputSink> sink;

@@ -143,7 +143,12 @@ void BpeModel::InitialSymbols(std::string_view word, std::vector<Symbol>* symbol
     const auto n = static_cast<int32_t>(symbols->size());
     symbols->push_back({id, n - 1, n + 1, static_cast<uint32_t>(size)});
   };
-  std::optional<std::pair<int32_t, size_t>> pending_unk;  // (id, bytes) waiting to be fused
+  int32_t unk_id = -1;  // an unknown run waiting to be fused with the next unknown unit
+  size_t unk_size = 0;
+  auto flush_unk = [&] {
+    if (unk_id >= 0) add(unk_id, unk_size);
+    unk_id = -1;
+  };
   size_t pos = 0;
   while (pos < word.size()) {
     const size_t n = byte_level_ ? 1 : CharLength(static_cast<unsigned char>(word[pos]));
@@ -156,28 +161,27 @@ void BpeModel::InitialSymbols(std::string_view word, std::vector<Symbol>* symbol
     }
     pos += n;
     if (id >= 0) {
-      if (pending_unk) add(pending_unk->first, pending_unk->second);
-      pending_unk.reset();
+      flush_unk();
       add(id, n);
       continue;
     }
     if (byte_fallback_ && std::all_of(unit.begin(), unit.end(), [&](char c) {
           return byte_fallback_ids_[static_cast<unsigned char>(c)] >= 0;
         })) {
-      if (pending_unk) add(pending_unk->first, pending_unk->second);
-      pending_unk.reset();
+      flush_unk();
       for (char c : unit) add(byte_fallback_ids_[static_cast<unsigned char>(c)], 1);
       continue;
     }
     if (!unk_id_) continue;  // no unknown token: the unit is dropped, as in tokenizers
-    if (pending_unk && fuse_unk_) {
-      pending_unk->second += n;
+    if (unk_id >= 0 && fuse_unk_) {
+      unk_size += n;
     } else {
-      if (pending_unk) add(pending_unk->first, pending_unk->second);
-      pending_unk = std::make_pair(*unk_id_, n);
+      flush_unk();
+      unk_id = *unk_id_;
+      unk_size = n;
     }
   }
-  if (pending_unk) add(pending_unk->first, pending_unk->second);
+  flush_unk();
   if (!symbols->empty()) symbols->back().next = -1;
 }
 

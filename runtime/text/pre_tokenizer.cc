@@ -43,7 +43,7 @@ void CutSpan(Span span, const std::vector<Span>& matches, Behavior behavior,
         out->push_back({last, m.second});
         break;
       case Behavior::kMergedWithNext:
-        if (gap && m.first > pending) out->push_back({pending, m.first});
+        if (m.first > pending) out->push_back({pending, m.first});
         pending = m.first;
         break;
       case Behavior::kContiguous:
