@@ -68,7 +68,7 @@ TEST(CliTest, MakeModelWritesDeterministicShardedModels) {
 
   const Result generated = RunTool("moe-generate --model " + a + " --prompts '1 2 3; 4' --max_new_tokens 5");
   ASSERT_EQ(generated.exit_code, 0) << generated.output;
-  EXPECT_THAT(generated.output, HasSubstr("decode: 4 steps, 8 tokens"));
+  EXPECT_THAT(generated.output, HasSubstr("2 prompts, 4 prompt tokens, 10 new tokens"));
 }
 
 TEST(CliTest, GenerateContinuesPromptsAsTransformersDid) {

@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "moe/moe_model.h"
 #include "nlohmann/json.hpp"
-#include "runtime/sequence_runner.h"
+#include "tests/sequence_runner.h"
 #include "tests/test_util.h"
 
 namespace moe {

@@ -10,7 +10,7 @@
 #include "moe/moe_model.h"
 #include "runtime/checkpoint.h"
 #include "runtime/safetensors.h"
-#include "runtime/sequence_runner.h"
+#include "tests/sequence_runner.h"
 #include "tests/test_util.h"
 #include "tools/random_model.h"
 

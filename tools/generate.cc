@@ -1,5 +1,6 @@
-// moe-generate: loads a model directory and greedily continues prompts given as token ids.
-// The seed of the offline batch generator.
+// moe-generate: loads a model directory and continues prompts given as token ids through
+// the engine (continuous batching), greedily by default. The seed of the offline batch
+// generator.
 //
 //   moe-generate --model /models/qwen3 --prompts "1 2 3; 7 8" --max_new_tokens 16
 //   moe-generate --model /models/qwen3 --prompts_file prompts.txt   # one prompt per line
@@ -19,7 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "moe/moe_model.h"
-#include "runtime/sequence_runner.h"
+#include "runtime/engine/engine.h"
 #include "runtime/status_macros.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
@@ -28,7 +29,13 @@ ABSL_FLAG(std::string, prompts, "",
 ABSL_FLAG(std::string, prompts_file, "", "file with one prompt of token ids per line");
 ABSL_FLAG(int, max_new_tokens, 16, "tokens to generate per prompt");
 ABSL_FLAG(int, block_size, 16, "KV cache block size (a power of two)");
-ABSL_FLAG(int, prefill_chunk, 0, "prompt tokens per sequence per step (0: whole prompt)");
+ABSL_FLAG(int, kv_blocks, 0, "KV cache blocks (0: enough for every prompt at once)");
+ABSL_FLAG(int, max_batched_tokens, 2048, "token budget of one step (chunked prefill beyond it)");
+ABSL_FLAG(int, max_seqs, 256, "sequences running at once");
+ABSL_FLAG(float, temperature, 0.0f, "sampling temperature (0: greedy)");
+ABSL_FLAG(float, top_p, 1.0f, "nucleus sampling mass");
+ABSL_FLAG(int, top_k, 0, "sample among the k most likely tokens (0: all)");
+ABSL_FLAG(uint64_t, seed, 0, "seed of prompt i is seed + i");
 ABSL_FLAG(bool, stop_at_eos, false, "stop a sequence at the model's EOS ids");
 
 namespace {
@@ -67,6 +74,17 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadPrompts() {
   return prompts;
 }
 
+// Collects one prompt's output.
+class Collector final : public moe::OutputSink {
+ public:
+  void OnDelta(const moe::OutputDelta& d) override {
+    tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
+  }
+  void OnFinal(const moe::FinalOutput& f) override { final = f; }
+  std::vector<int32_t> tokens;
+  moe::FinalOutput final;
+};
+
 absl::Status Run() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
@@ -76,32 +94,56 @@ absl::Status Run() {
   std::cerr << "loaded " << model->info().architecture << " from " << dir << " in "
             << absl::FormatDuration(absl::Now() - load_start) << "\n";
 
-  const moe::GreedyOptions options{.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
-                                   .block_size = absl::GetFlag(FLAGS_block_size),
-                                   .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
-                                   .stop_at_eos = absl::GetFlag(FLAGS_stop_at_eos)};
-  ASSIGN_OR_RETURN(moe::GreedyOutput out, moe::RunGreedy(*model, prompts, options));
-  for (size_t i = 0; i < out.sequences.size(); ++i) {
-    std::cout << absl::StrJoin(out.sequences[i].tokens, " ") << "\n";
+  const int block_size = absl::GetFlag(FLAGS_block_size);
+  const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
+  int kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
+  if (kv_blocks == 0) {  // room for every prompt at once
+    for (const auto& p : prompts) kv_blocks += (p.size() + max_new + block_size - 1) / block_size;
   }
-  int64_t prompt_tokens = 0;
-  for (const auto& p : prompts) prompt_tokens += p.size();
-  const moe::GreedyTimings& t = out.timings;
-  std::cerr << absl::StrFormat("prefill: %d tokens in %.3f s (%.1f tokens/s)\n", prompt_tokens,
-                               t.prefill_seconds, prompt_tokens / std::max(t.prefill_seconds, 1e-9));
-  if (t.decode_steps > 0) {
-    std::cerr << absl::StrFormat(
-        "decode: %d steps, %d tokens in %.3f s (%.2f tokens/s, %.1f ms/step at batch %d)\n",
-        t.decode_steps, t.decode_tokens, t.decode_seconds, t.decode_tokens / t.decode_seconds,
-        1e3 * t.decode_seconds / t.decode_steps, prompts.size());
+  moe::Engine engine(*model, {.num_kv_blocks = kv_blocks,
+                              .block_size = block_size,
+                              .scheduler = {.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens),
+                                            .max_num_seqs = absl::GetFlag(FLAGS_max_seqs)}});
+  std::vector<std::shared_ptr<Collector>> outputs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    moe::Request request{.id = absl::StrCat(i), .prompt = prompts[i]};
+    request.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+    request.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+    request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+    request.sampling.seed = absl::GetFlag(FLAGS_seed) + i;
+    request.stopping.max_tokens = max_new;
+    request.stopping.ignore_eos = !absl::GetFlag(FLAGS_stop_at_eos);
+    outputs.push_back(std::make_shared<Collector>());
+    RETURN_IF_ERROR(engine.Submit(std::move(request), outputs.back()));
   }
+  const absl::Time start = absl::Now();
+  RETURN_IF_ERROR(engine.RunUntilIdle());
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+
+  int64_t prompt_tokens = 0, new_tokens = 0;
+  double ttft = 0, decode_rate = 0;
+  for (const auto& out : outputs) {
+    std::cout << absl::StrJoin(out->tokens, " ") << "\n";
+    const moe::FinalOutput& f = out->final;
+    prompt_tokens += f.usage.prompt_tokens;
+    new_tokens += f.usage.completion_tokens;
+    ttft += absl::ToDoubleSeconds(f.timings.time_to_first_token) / outputs.size();
+    const double decode_s = absl::ToDoubleSeconds(f.timings.end_to_end - f.timings.time_to_first_token);
+    if (f.usage.completion_tokens > 1) decode_rate += (f.usage.completion_tokens - 1) / decode_s / outputs.size();
+  }
+  const moe::EngineStats stats = engine.GetStats();
+  std::cerr << absl::StrFormat(
+      "%d prompts, %d prompt tokens, %d new tokens in %.3f s (%.2f new tokens/s), %d steps\n"
+      "mean time to first token %.3f s; mean decode speed per sequence %.2f tokens/s\n",
+      outputs.size(), prompt_tokens, new_tokens, seconds, new_tokens / seconds, stats.steps, ttft,
+      decode_rate);
   return absl::OkStatus();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Greedily continues prompts of token ids with an MoE model.");
+  absl::SetProgramUsageMessage("Continues prompts of token ids with an MoE model.");
   absl::ParseCommandLine(argc, argv);
   const absl::Status status = Run();
   if (!status.ok()) {

@@ -31,6 +31,15 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
     : tokenizer_(tokenizer), options_(options), ids_(prompt_ids.begin(), prompt_ids.end()) {
   read_offset_ = ids_.size();
   prefix_offset_ = ids_.size() - std::min(ids_.size(), kPromptContext);
+  // Do not start the context inside a character: with byte fallback a cut run of byte tokens
+  // decodes to U+FFFD for every byte, even the bytes of later, whole characters.
+  const absl::Span<const int32_t> ids(ids_);
+  for (size_t extra = 0; extra < kMaxExtraContext && prefix_offset_ > 0; ++extra) {
+    auto text = tokenizer_.Decode(ids.subspan(prefix_offset_, read_offset_ - prefix_offset_),
+                                  options_);
+    if (!text.ok() || text->compare(0, kReplacementChar.size(), kReplacementChar) != 0) break;
+    --prefix_offset_;
+  }
 }
 
 absl::StatusOr<std::string> IncrementalDetokenizer::Step(int32_t id) {

@@ -41,6 +41,8 @@ class IncrementalDetokenizer {
 
   // How many prompt ids before the first generated one are decoded with it.
   static constexpr size_t kPromptContext = 5;
+  // How many more are added, at most, so that the context does not start inside a character.
+  static constexpr size_t kMaxExtraContext = 8;
 
  private:
   // The text that ids_[prefix_offset_, end) adds past ids_[prefix_offset_, read_offset_).

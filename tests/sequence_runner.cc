@@ -1,4 +1,4 @@
-#include "runtime/sequence_runner.h"
+#include "tests/sequence_runner.h"
 
 #include <algorithm>
 #include <numeric>

@@ -1,9 +1,10 @@
 // RunGreedy: runs a fixed set of prompts to completion with greedy decoding, one StepBatch
 // per step over a paged KV cache (prefill, optionally chunked, then decode steps).
 //
-// A stand-in for the engine until the scheduler lands: the generation CLI and the golden
-// tests use it. Blocks are handed out from a free list in descending order, so a sequence's
-// blocks are never contiguous or in order, which is what the paged kernels must handle.
+// A test harness below the engine: it keeps the logits of every prompt position, which the
+// golden and model tests compare, and hands out blocks from a free list in descending
+// order, so a sequence's blocks are never contiguous or in order, which is what the paged
+// kernels must handle.
 //
 //   ASSIGN_OR_RETURN(GreedyOutput out, RunGreedy(model, {{1, 2, 3}}, {.max_new_tokens = 16}));
 #pragma once
