@@ -16,12 +16,12 @@ void Dense(const ExpertWeights& mlp, const Tensor& x, Tensor& out) {
 
 }  // namespace
 
-void FeedForward(const FeedForwardWeights& w, const RoutingParams& routing, const Tensor& x,
-                 Tensor& out) {
+std::vector<int32_t> FeedForward(const FeedForwardWeights& w, const RoutingParams& routing,
+                                 const Tensor& x, Tensor& out) {
   const int64_t T = x.dim(0), D = x.dim(1);
   if (!w.is_moe()) {
     Dense(w.experts, x, out);
-    return;
+    return {};
   }
   const int E = w.experts.num_experts();
   Tensor router_logits = Tensor::Empty(DType::kF32, {T, E});  // [T, E]
@@ -46,6 +46,9 @@ void FeedForward(const FeedForwardWeights& w, const RoutingParams& routing, cons
       for (int64_t d = 0; d < D; ++d) o[d] += g * s[d];
     }
   }
+  std::vector<int32_t> routed(E);
+  for (int e = 0; e < E; ++e) routed[e] = plan.expert_offsets[e + 1] - plan.expert_offsets[e];
+  return routed;
 }
 
 }  // namespace moe

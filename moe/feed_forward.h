@@ -11,14 +11,18 @@
 //   out += sigmoid(x @ W_shared_gate^T) * SharedExpert(x)   (Qwen2-MoE)
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "moe/routing.h"
 #include "moe/weights.h"
 #include "runtime/tensor.h"
 
 namespace moe {
 
-// x [T, D] f32 -> out [T, D] f32.
-void FeedForward(const FeedForwardWeights& weights, const RoutingParams& routing, const Tensor& x,
-                 Tensor& out);
+// x [T, D] f32 -> out [T, D] f32. Returns the tokens routed to each expert [E] (empty for
+// a dense MLP).
+std::vector<int32_t> FeedForward(const FeedForwardWeights& weights, const RoutingParams& routing,
+                                 const Tensor& x, Tensor& out);
 
 }  // namespace moe

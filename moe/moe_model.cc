@@ -19,7 +19,9 @@ absl::StatusOr<std::unique_ptr<MoeModel>> MoeModel::Load(const std::string& mode
 }
 
 MoeModel::MoeModel(MoeConfig config, ModelWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      routed_tokens_(new std::atomic<int64_t>[config_.num_experts]()) {
   info_ = ModelInfo{.architecture = config_.architecture_name,
                     .vocab_size = config_.vocab_size,
                     .num_layers = config_.num_layers,
@@ -55,7 +57,8 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
     SelfAttention(layer.attention, config_, h, batch, LayerKv{kv.key(l), kv.value(l)}, out);
     cpu::AddInPlace(out, x);
     cpu::RmsNorm(x, layer.post_attention_norm, config_.rms_norm_eps, h);
-    FeedForward(layer.ffn, routing, h, out);
+    const std::vector<int32_t> routed = FeedForward(layer.ffn, routing, h, out);
+    for (size_t e = 0; e < routed.size(); ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
     cpu::AddInPlace(out, x);
   }
 
@@ -66,6 +69,12 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
   Tensor logits = Tensor::Empty(DType::kF32, {R, config_.vocab_size});  // [S', V]
   cpu::Linear(last, weights_.lm_head, logits);
   return logits;
+}
+
+std::vector<int64_t> MoeModel::RoutedTokensPerExpert() const {
+  std::vector<int64_t> counts(config_.num_experts);
+  for (int e = 0; e < config_.num_experts; ++e) counts[e] = routed_tokens_[e].load(std::memory_order_relaxed);
+  return counts;
 }
 
 }  // namespace moe

@@ -5,6 +5,7 @@
 //   ASSIGN_OR_RETURN(Tensor logits, model->Forward(batch, kv));   // [S', V] f32
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,7 @@ class MoeModel final : public Model {
   // Per layer: RMSNorm -> attention -> residual -> RMSNorm -> MoE (or MLP) -> residual;
   // then the final RMSNorm and the LM head on the rows that need logits.
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
+  std::vector<int64_t> RoutedTokensPerExpert() const override;
 
  private:
   MoeModel(MoeConfig config, ModelWeights weights);
@@ -32,6 +34,7 @@ class MoeModel final : public Model {
   MoeConfig config_;
   ModelWeights weights_;
   ModelInfo info_;
+  std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
 };
 
 }  // namespace moe

@@ -32,6 +32,10 @@ class Model {
   // One forward step: writes this step's K/V into `kv` at batch.slot_mapping, attends over
   // the paged cache and returns the logits of batch.logits_rows, [S', vocab] f32.
   virtual absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) = 0;
+
+  // Tokens routed to each expert so far, summed over layers (for load reports); empty for
+  // models without experts. Safe to call from any thread.
+  virtual std::vector<int64_t> RoutedTokensPerExpert() const { return {}; }
 };
 
 }  // namespace moe

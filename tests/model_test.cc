@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <numeric>
 
 #include "gtest/gtest.h"
 #include "moe/moe_model.h"
@@ -107,6 +108,20 @@ TEST_F(ModelTest, ShardedCheckpointGivesTheSameModel) {
   const GreedyOutput a = Run(*dir_, kPrompts, {.max_new_tokens = 4});
   const GreedyOutput b = Run(sharded, kPrompts, {.max_new_tokens = 4});
   for (size_t i = 0; i < kPrompts.size(); ++i) ExpectSame(a.sequences[i], b.sequences[i], "sharded");
+}
+
+TEST_F(ModelTest, CountsTokensRoutedToEachExpert) {
+  auto model = MoeModel::Load(*dir_);
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ((*model)->RoutedTokensPerExpert(), std::vector<int64_t>(8, 0));
+  ASSERT_TRUE(RunGreedy(**model, kPrompts, {.max_new_tokens = 3}).ok());
+  // Each token computed visits top_k = 2 experts in each of the 2 MoE layers; the last
+  // generated token is never fed back.
+  int64_t tokens = 0;
+  for (const auto& p : kPrompts) tokens += p.size() + 2;
+  const std::vector<int64_t> counts = (*model)->RoutedTokensPerExpert();
+  EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}), tokens * 2 * 2);
+  EXPECT_GT(std::count_if(counts.begin(), counts.end(), [](int64_t c) { return c > 0; }), 2);
 }
 
 TEST_F(ModelTest, RejectsBadBatchesWithoutCrashing) {
