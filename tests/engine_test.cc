@@ -218,6 +218,24 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   ExpectDrained(engine);
 }
 
+TEST_F(EngineTest, SizesThePoolFromAMemoryBudgetAndBoundsTheQueue) {
+  // Tiny Qwen3: 2 layers x 2 KV heads x 32 dims, K and V in f32: 1 KiB per token.
+  EXPECT_EQ(KvBlocksForBudget(model_->info(), 4, 64 * 1024), 16);
+  Engine engine(*model_, {.kv_cache_bytes = 64 * 1024, .block_size = 4, .max_waiting_requests = 2});
+  EXPECT_EQ(engine.GetStats().total_blocks, 0);  // published after the first step
+  auto a = std::make_shared<RecordingSink>(), b = std::make_shared<RecordingSink>(),
+       c = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(Greedy("a", {1}, 2), a).ok());
+  ASSERT_TRUE(engine.Submit(Greedy("b", {1}, 2), b).ok());
+  EXPECT_EQ(engine.Submit(Greedy("c", {1}, 2), c).code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  EXPECT_EQ(engine.GetStats().total_blocks, 16);
+  EXPECT_TRUE(engine.Submit(Greedy("c", {1}, 2), c).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  EXPECT_EQ(a->num_finals() + b->num_finals() + c->num_finals(), 3);
+  ExpectDrained(engine);
+}
+
 TEST_F(EngineTest, TimeLimitEndsARequest) {
   Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
   Request r = Greedy("slow", {1, 2}, 20);

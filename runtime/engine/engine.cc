@@ -47,18 +47,36 @@ const char* FinishReasonName(FinishReason reason) {
   return "?";
 }
 
+int KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes) {
+  const KvCacheShape one_block{.num_layers = info.num_layers, .num_blocks = 1, .block_size = block_size,
+                               .num_kv_heads = info.num_kv_heads, .head_dim = info.head_dim};
+  return static_cast<int>(bytes / static_cast<int64_t>(one_block.BlockBytes(DType::kF32)));
+}
+
+namespace {
+
+EngineOptions Resolve(const Model& model, EngineOptions options) {
+  if (options.kv_cache_bytes > 0) {
+    options.num_kv_blocks = KvBlocksForBudget(model.info(), options.block_size, options.kv_cache_bytes);
+  }
+  CHECK(options.num_kv_blocks > 0) << "the KV cache budget holds no block";
+  return options;
+}
+
+}  // namespace
+
 Engine::Engine(Model& model, const EngineOptions& options)
     : model_(model),
-      options_(options),
+      options_(Resolve(model, options)),
       kv_(*KvCache::Create({.num_layers = model.info().num_layers,
-                            .num_blocks = options.num_kv_blocks,
-                            .block_size = options.block_size,
+                            .num_blocks = options_.num_kv_blocks,
+                            .block_size = options_.block_size,
                             .num_kv_heads = model.info().num_kv_heads,
                             .head_dim = model.info().head_dim})),
-      blocks_({.num_blocks = options.num_kv_blocks,
-               .block_size = options.block_size,
-               .enable_prefix_caching = options.enable_prefix_caching}),
-      scheduler_(options.scheduler, blocks_) {}
+      blocks_({.num_blocks = options_.num_kv_blocks,
+               .block_size = options_.block_size,
+               .enable_prefix_caching = options_.enable_prefix_caching}),
+      scheduler_(options_.scheduler, blocks_) {}
 
 Engine::~Engine() { Stop(); }
 
@@ -98,6 +116,11 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
     request.sampling.seed = rng();
   }
   absl::MutexLock lock(&mu_);
+  const int queued = static_cast<int>(inbox_.size()) + stats_.waiting;
+  if (options_.max_waiting_requests > 0 && queued >= options_.max_waiting_requests) {
+    return absl::ResourceExhaustedError(absl::StrCat("the waiting queue is full (", queued,
+                                                     " requests); retry later"));
+  }
   if (live_ids_.count(request.id)) {
     return absl::AlreadyExistsError(absl::StrCat("request id \"", request.id, "\" is already running"));
   }

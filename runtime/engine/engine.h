@@ -35,11 +35,16 @@ namespace moe {
 
 struct EngineOptions {
   int num_kv_blocks = 1024;
+  int64_t kv_cache_bytes = 0;  // if > 0, sizes the pool instead: as many blocks as fit
   int block_size = 16;
   bool enable_prefix_caching = true;
   SchedulerOptions scheduler;
+  int max_waiting_requests = 0;    // Submit refuses beyond this many queued; 0 = no limit
   TextStreamFactory text_streams;  // optional: without it, no text and no stop strings
 };
+
+// Blocks of `block_size` tokens that fit in `bytes` of KV cache for this model.
+int KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes);
 
 // Wall time the engine thread spent in each phase of its steps, summed.
 struct StepPhaseTimes {
