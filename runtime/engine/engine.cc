@@ -76,7 +76,9 @@ Engine::Engine(Model& model, const EngineOptions& options)
       blocks_({.num_blocks = options_.num_kv_blocks,
                .block_size = options_.block_size,
                .enable_prefix_caching = options_.enable_prefix_caching}),
-      scheduler_(options_.scheduler, blocks_) {}
+      scheduler_(options_.scheduler, blocks_) {
+  PublishStats();
+}
 
 Engine::~Engine() { Stop(); }
 
