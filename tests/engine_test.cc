@@ -3,7 +3,9 @@
 // time limits, stop strings, validation, threads, and every block back in the pool.
 #include "runtime/engine/engine.h"
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -46,6 +48,12 @@ class EngineTest : public ::testing::Test {
     EXPECT_EQ(stats.free_blocks, stats.total_blocks);
   }
 
+  static std::unique_ptr<Engine> NewEngine(EngineOptions options) {
+    auto engine = Engine::Create(*model_, std::move(options));
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return engine.ok() ? *std::move(engine) : nullptr;
+  }
+
   static Request Greedy(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
     Request r{.id = id, .prompt = std::move(prompt)};
     r.sampling.temperature = 0.0f;
@@ -72,7 +80,8 @@ TEST_F(EngineTest, EachRequestIsTheSameAloneOrAmong32WithChunkingAndPreemption) 
   }
   std::vector<std::vector<int32_t>> alone;
   for (const Request& r : requests) {
-    Engine engine(*model_, {.num_kv_blocks = 64, .block_size = 4});
+    auto engine_owner = NewEngine({.num_kv_blocks = 64, .block_size = 4});
+  Engine& engine = *engine_owner;
     auto sink = std::make_shared<RecordingSink>();
     ASSERT_TRUE(engine.Submit(r, sink).ok());
     ASSERT_TRUE(engine.RunUntilIdle().ok());
@@ -80,7 +89,8 @@ TEST_F(EngineTest, EachRequestIsTheSameAloneOrAmong32WithChunkingAndPreemption) 
     ASSERT_EQ(static_cast<int>(alone.back().size()), r.stopping.max_tokens);
   }
   // A token budget of 16 forces chunked prefill; 20 blocks of 4 force preemption.
-  Engine engine(*model_, {.num_kv_blocks = 20, .block_size = 4, .scheduler = {.max_num_batched_tokens = 16}});
+  auto engine_owner = NewEngine({.num_kv_blocks = 20, .block_size = 4, .scheduler = {.max_num_batched_tokens = 16}});
+  Engine& engine = *engine_owner;
   std::vector<std::shared_ptr<RecordingSink>> sinks;
   for (const Request& r : requests) {
     sinks.push_back(std::make_shared<RecordingSink>());
@@ -102,13 +112,15 @@ TEST_F(EngineTest, SharedThreeBlockPrefixIsCachedAndGivesTheSameOutput) {
   first.insert(first.end(), {5, 6});
   second.insert(second.end(), {7, 8, 9});
 
-  Engine fresh(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto fresh_owner = NewEngine({.num_kv_blocks = 32, .block_size = 4});
+  Engine& fresh = *fresh_owner;
   auto expected = std::make_shared<RecordingSink>();
   ASSERT_TRUE(fresh.Submit(Greedy("b", second, 8), expected).ok());
   ASSERT_TRUE(fresh.RunUntilIdle().ok());
   EXPECT_EQ(expected->choice().final->usage.cached_tokens, 0);
 
-  Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto engine_owner = NewEngine({.num_kv_blocks = 32, .block_size = 4});
+  Engine& engine = *engine_owner;
   auto a = std::make_shared<RecordingSink>(), b = std::make_shared<RecordingSink>();
   ASSERT_TRUE(engine.Submit(Greedy("a", first, 8), a).ok());
   ASSERT_TRUE(engine.RunUntilIdle().ok());
@@ -126,12 +138,14 @@ TEST_F(EngineTest, SeededSamplingIsReproducibleInAnyBatch) {
   seeded.sampling = {.temperature = 0.9f, .top_k = 20, .top_p = 0.95f, .seed = 1234, .logprobs = 2};
   seeded.stopping = {.max_tokens = 12, .ignore_eos = true};
 
-  Engine alone(*model_, {.num_kv_blocks = 64, .block_size = 4});
+  auto alone_owner = NewEngine({.num_kv_blocks = 64, .block_size = 4});
+  Engine& alone = *alone_owner;
   auto solo = std::make_shared<RecordingSink>();
   ASSERT_TRUE(alone.Submit(seeded, solo).ok());
   ASSERT_TRUE(alone.RunUntilIdle().ok());
 
-  Engine crowded(*model_, {.num_kv_blocks = 64, .block_size = 4, .scheduler = {.max_num_batched_tokens = 8}});
+  auto crowded_owner = NewEngine({.num_kv_blocks = 64, .block_size = 4, .scheduler = {.max_num_batched_tokens = 8}});
+  Engine& crowded = *crowded_owner;
   std::vector<std::shared_ptr<RecordingSink>> others;
   for (int i = 0; i < 6; ++i) {
     Request r{.id = "other" + std::to_string(i), .prompt = RandomPrompt(rng, 3 + i)};
@@ -155,7 +169,8 @@ TEST_F(EngineTest, ChoicesShareThePromptBlocks) {
   Request r{.id = "n3", .prompt = RandomPrompt(rng, 10)};
   r.sampling = {.temperature = 1.0f, .seed = 99, .n = 3};
   r.stopping = {.max_tokens = 10, .ignore_eos = true};
-  Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto engine_owner = NewEngine({.num_kv_blocks = 32, .block_size = 4});
+  Engine& engine = *engine_owner;
   auto sink = std::make_shared<RecordingSink>();
   ASSERT_TRUE(engine.Submit(r, sink).ok());
   ASSERT_TRUE(engine.RunUntilIdle().ok());
@@ -172,8 +187,11 @@ TEST_F(EngineTest, StopStringsStopAndNeverStream) {
   std::vector<std::string> letters;
   for (int i = 0; i < 128; ++i) letters.push_back(std::string(1, static_cast<char>('a' + i % 26)));
   EngineOptions options{.num_kv_blocks = 32, .block_size = 4};
-  options.text_streams = [letters] { return std::make_unique<testing::PieceTextStream>(letters); };
-  Engine probe(*model_, options);
+  options.text_streams = [letters](const Request&) {
+    return std::make_unique<testing::PieceTextStream>(letters);
+  };
+  auto probe_owner = NewEngine(options);
+  Engine& probe = *probe_owner;
   auto free_run = std::make_shared<RecordingSink>();
   ASSERT_TRUE(probe.Submit(Greedy("free", {1, 2, 3}, 12), free_run).ok());
   ASSERT_TRUE(probe.RunUntilIdle().ok());
@@ -182,7 +200,8 @@ TEST_F(EngineTest, StopStringsStopAndNeverStream) {
 
   Request r = Greedy("stop", {1, 2, 3}, 12);
   r.stopping.stop_strings = {text.substr(5, 3), "not-there"};
-  Engine engine(*model_, options);
+  auto engine_owner = NewEngine(options);
+  Engine& engine = *engine_owner;
   auto sink = std::make_shared<RecordingSink>();
   ASSERT_TRUE(engine.Submit(r, sink).ok());
   ASSERT_TRUE(engine.RunUntilIdle().ok());
@@ -194,7 +213,8 @@ TEST_F(EngineTest, StopStringsStopAndNeverStream) {
 }
 
 TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
-  Engine engine(*model_, {.num_kv_blocks = 8, .block_size = 4});
+  auto engine_owner = NewEngine({.num_kv_blocks = 8, .block_size = 4});
+  Engine& engine = *engine_owner;
   auto sink = std::make_shared<RecordingSink>();
   auto error = [&](Request r) { return std::string(engine.Submit(std::move(r), sink).message()); };
   EXPECT_THAT(error(Greedy("a", {}, 4)), HasSubstr("prompt is empty"));
@@ -204,7 +224,17 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(30, 1), 10)), HasSubstr("needs 10 KV blocks"));
   Request r = Greedy("a", {1}, 4);
   r.sampling.temperature = -1;
-  EXPECT_THAT(error(r), HasSubstr("temperature must be >= 0"));
+  EXPECT_THAT(error(r), HasSubstr("temperature must be finite and >= 0"));
+  r = Greedy("a", {1}, 4);
+  r.sampling.temperature = 1;
+  r.sampling.logit_bias = {{3, std::numeric_limits<float>::infinity()}};
+  EXPECT_THAT(error(r), HasSubstr("logit_bias for token 3 is inf"));
+  r.sampling.logit_bias = {};
+  r.sampling.presence_penalty = std::nanf("");
+  EXPECT_THAT(error(r), HasSubstr("must be finite"));
+  r = Greedy("a", {1}, 4);
+  r.sampling.n = 100000;
+  EXPECT_THAT(error(r), HasSubstr("n must be in [1, 128]"));
   r = Greedy("a", {1}, 4);
   r.sampling.top_p = 0;
   EXPECT_THAT(error(r), HasSubstr("top_p must be in (0, 1]"));
@@ -221,7 +251,8 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
 TEST_F(EngineTest, SizesThePoolFromAMemoryBudgetAndBoundsTheQueue) {
   // Tiny Qwen3: 2 layers x 2 KV heads x 32 dims, K and V in f32: 1 KiB per token.
   EXPECT_EQ(KvBlocksForBudget(model_->info(), 4, 64 * 1024), 16);
-  Engine engine(*model_, {.kv_cache_bytes = 64 * 1024, .block_size = 4, .max_waiting_requests = 2});
+  auto engine_owner = NewEngine({.kv_cache_bytes = 64 * 1024, .block_size = 4, .max_waiting_requests = 2});
+  Engine& engine = *engine_owner;
   EXPECT_EQ(engine.GetStats().total_blocks, 16);
   auto a = std::make_shared<RecordingSink>(), b = std::make_shared<RecordingSink>(),
        c = std::make_shared<RecordingSink>();
@@ -236,8 +267,24 @@ TEST_F(EngineTest, SizesThePoolFromAMemoryBudgetAndBoundsTheQueue) {
   ExpectDrained(engine);
 }
 
+TEST_F(EngineTest, RejectsBadOptionsAndRequestsAfterStop) {
+  EXPECT_THAT(std::string(Engine::Create(*model_, {.block_size = 24}).status().message()),
+              HasSubstr("block size must be a power of two"));
+  EXPECT_THAT(std::string(Engine::Create(*model_, {.kv_cache_bytes = 100}).status().message()),
+              HasSubstr("holds no block"));
+  EXPECT_FALSE(Engine::Create(*model_, {.scheduler = {.max_num_batched_tokens = 0}}).ok());
+  auto engine = NewEngine({.num_kv_blocks = 8, .block_size = 4});
+  engine->Start();
+  engine->Stop();
+  auto sink = std::make_shared<RecordingSink>();
+  EXPECT_EQ(engine->Submit(Greedy("late", {1}, 2), sink).code(), absl::StatusCode::kUnavailable);
+  engine->Abort("never-submitted");  // harmless
+  ExpectDrained(*engine);
+}
+
 TEST_F(EngineTest, TimeLimitEndsARequest) {
-  Engine engine(*model_, {.num_kv_blocks = 32, .block_size = 4});
+  auto engine_owner = NewEngine({.num_kv_blocks = 32, .block_size = 4});
+  Engine& engine = *engine_owner;
   Request r = Greedy("slow", {1, 2}, 20);
   r.stopping.time_limit = absl::ZeroDuration();
   auto sink = std::make_shared<RecordingSink>();
@@ -249,8 +296,9 @@ TEST_F(EngineTest, TimeLimitEndsARequest) {
 
 TEST_F(EngineTest, StressOf1000RequestsWithRandomAbortsReturnsEveryBlock) {
   std::mt19937 rng(5);
-  Engine engine(*model_, {.num_kv_blocks = 48, .block_size = 4,
+  auto engine_owner = NewEngine({.num_kv_blocks = 48, .block_size = 4,
                           .scheduler = {.max_num_batched_tokens = 64, .max_num_seqs = 24}});
+  Engine& engine = *engine_owner;
   std::vector<std::shared_ptr<RecordingSink>> sinks;
   int expected_finals = 0;
   for (int i = 0; i < 1000; ++i) {
@@ -291,7 +339,8 @@ TEST_F(EngineTest, StressOf1000RequestsWithRandomAbortsReturnsEveryBlock) {
 }
 
 TEST_F(EngineTest, BackgroundThreadServesConcurrentSubmitters) {
-  Engine engine(*model_, {.num_kv_blocks = 64, .block_size = 4});
+  auto engine_owner = NewEngine({.num_kv_blocks = 64, .block_size = 4});
+  Engine& engine = *engine_owner;
   engine.Start();
   std::vector<std::shared_ptr<RecordingSink>> sinks(16);
   std::vector<std::thread> threads;

@@ -40,19 +40,41 @@ TEST(StopCheckerTest, IncludeStopStringKeepsIt) {
 }
 
 TEST(StopCheckerTest, HeldBackTextIsReleasedAtLengthAndNeverSplitsUtf8) {
-  StoppingParams params{.max_tokens = 3, .stop_strings = {"zzzz"}};
-  // "é" is two bytes, "€" three: the hold-back cut must fall between characters.
+  // Holding back 1 byte of "aé" would cut inside "é" (2 bytes), of "€" inside the euro sign.
+  StoppingParams params{.max_tokens = 3, .stop_strings = {"zz"}};
   StopChecker stop(params, {}, Pieces({"aé", "€", "bz"}));
-  std::string streamed;
+  std::vector<std::string> deltas;
   for (int32_t t = 0; t < 3; ++t) {
     const StopChecker::Step s = stop.Append(t, t + 1);
-    for (size_t i = 0; i < s.text.size(); ++i) {
-      if (i == 0) EXPECT_NE(static_cast<unsigned char>(s.text[0]) & 0xC0, 0x80) << "delta starts mid-character";
-    }
-    streamed += s.text;
+    deltas.push_back(s.text);
     if (t == 2) EXPECT_EQ(*s.finish, FinishReason::kLength);
   }
-  EXPECT_EQ(streamed, "aé€bz");
+  EXPECT_EQ(deltas, (std::vector<std::string>{"a", "é", "€bz"}));
+}
+
+TEST(StopCheckerTest, StopStringsWaitForMinTokens) {
+  StoppingParams params{.max_tokens = 10, .min_tokens = 3, .stop_strings = {"b"}};
+  StopChecker stop(params, {}, Pieces({"a", "b"}));
+  EXPECT_FALSE(stop.Append(1, 1).finish.has_value());  // "b" before min_tokens: not a stop
+  EXPECT_FALSE(stop.Append(0, 2).finish.has_value());
+  const StopChecker::Step s = stop.Append(1, 3);
+  EXPECT_EQ(*s.finish, FinishReason::kStopString);
+}
+
+TEST(StopCheckerTest, StopTokenTextIsNotStreamed) {
+  StoppingParams params{.max_tokens = 10, .stop_token_ids = {1}};
+  StopChecker stop(params, {}, Pieces({"a", "<|eot|>"}));
+  std::string streamed = stop.Append(0, 1).text;
+  const StopChecker::Step s = stop.Append(1, 2);
+  EXPECT_EQ(*s.finish, FinishReason::kStopToken);
+  EXPECT_EQ(s.matched_stop, "1");
+  EXPECT_EQ(streamed + s.text, "a");
+}
+
+TEST(StopCheckerTest, LengthWinsOverEosOnTheLastToken) {
+  StopChecker stop({.max_tokens = 2}, {9}, nullptr);
+  stop.Append(1, 1);
+  EXPECT_EQ(*stop.Append(9, 2).finish, FinishReason::kLength);
 }
 
 TEST(StopCheckerTest, EosStopTokensAndMinTokens) {

@@ -55,8 +55,11 @@ class CountingSink final : public moe::OutputSink {
 
 void Measure(int num_seqs, int steps, int vocab) {
   ReadyLogitsModel model(vocab);
-  moe::Engine engine(model, {.num_kv_blocks = num_seqs * 64, .block_size = 16,
-                             .scheduler = {.max_num_batched_tokens = 8 * num_seqs, .max_num_seqs = num_seqs}});
+  auto created = moe::Engine::Create(model, {.num_kv_blocks = num_seqs * 64, .block_size = 16,
+                                            .scheduler = {.max_num_batched_tokens = 8 * num_seqs,
+                                                          .max_num_seqs = num_seqs}});
+  if (!created.ok()) std::abort();
+  moe::Engine& engine = **created;
   auto sink = std::make_shared<CountingSink>();
   for (int i = 0; i < num_seqs; ++i) {
     moe::Request r{.id = std::to_string(i), .prompt = std::vector<int32_t>(8, 1 + i % (vocab - 1))};

@@ -95,15 +95,19 @@ absl::Status Run() {
             << absl::FormatDuration(absl::Now() - load_start) << "\n";
 
   const int block_size = absl::GetFlag(FLAGS_block_size);
+  if (block_size < 1) return absl::InvalidArgumentError("--block_size must be a power of two >= 1");
   const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
   int kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
   if (kv_blocks == 0) {  // room for every prompt at once
     for (const auto& p : prompts) kv_blocks += (p.size() + max_new + block_size - 1) / block_size;
   }
-  moe::Engine engine(*model, {.num_kv_blocks = kv_blocks,
-                              .block_size = block_size,
-                              .scheduler = {.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens),
-                                            .max_num_seqs = absl::GetFlag(FLAGS_max_seqs)}});
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<moe::Engine> engine_owner,
+      moe::Engine::Create(*model, {.num_kv_blocks = kv_blocks,
+                                   .block_size = block_size,
+                                   .scheduler = {.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens),
+                                                 .max_num_seqs = absl::GetFlag(FLAGS_max_seqs)}}));
+  moe::Engine& engine = *engine_owner;
   std::vector<std::shared_ptr<Collector>> outputs;
   for (size_t i = 0; i < prompts.size(); ++i) {
     moe::Request request{.id = absl::StrCat(i), .prompt = prompts[i]};

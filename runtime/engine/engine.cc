@@ -2,77 +2,51 @@
 
 #include <algorithm>
 #include <iostream>
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "runtime/check.h"
+#include "runtime/engine/request_validation.h"
 #include "runtime/engine/stop_checker.h"
 #include "runtime/status_macros.h"
 
 namespace moe {
-namespace {
-
-absl::Status ValidateSampling(const SamplingParams& s, int vocab_size) {
-  auto bad = [](const std::string& what) { return absl::InvalidArgumentError(what); };
-  if (!(s.temperature >= 0)) return bad(absl::StrCat("temperature must be >= 0, got ", s.temperature));
-  if (s.top_k < 0) return bad(absl::StrCat("top_k must be >= 0, got ", s.top_k));
-  if (!(s.top_p > 0 && s.top_p <= 1)) return bad(absl::StrCat("top_p must be in (0, 1], got ", s.top_p));
-  if (!(s.min_p >= 0 && s.min_p <= 1)) return bad(absl::StrCat("min_p must be in [0, 1], got ", s.min_p));
-  if (!(s.repetition_penalty > 0)) {
-    return bad(absl::StrCat("repetition_penalty must be > 0, got ", s.repetition_penalty));
-  }
-  if (s.n < 1) return bad(absl::StrCat("n must be >= 1, got ", s.n));
-  if (s.logprobs > 20) return bad(absl::StrCat("logprobs must be <= 20, got ", s.logprobs));
-  for (const auto& [token, bias] : s.logit_bias) {
-    if (token < 0 || token >= vocab_size) {
-      return bad(absl::StrCat("logit_bias names token ", token, ", vocabulary is ", vocab_size));
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-const char* FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kStopString: return "stop_string";
-    case FinishReason::kStopToken: return "stop_token";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kTimeLimit: return "time_limit";
-    case FinishReason::kAborted: return "aborted";
-    case FinishReason::kError: return "error";
-  }
-  return "?";
-}
-
-int KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes) {
+int64_t KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes) {
   const KvCacheShape one_block{.num_layers = info.num_layers, .num_blocks = 1, .block_size = block_size,
                                .num_kv_heads = info.num_kv_heads, .head_dim = info.head_dim};
-  return static_cast<int>(bytes / static_cast<int64_t>(one_block.BlockBytes(DType::kF32)));
+  return bytes / static_cast<int64_t>(one_block.BlockBytes(DType::kF32));
 }
 
-namespace {
-
-EngineOptions Resolve(const Model& model, EngineOptions options) {
-  if (options.kv_cache_bytes > 0) {
-    options.num_kv_blocks = KvBlocksForBudget(model.info(), options.block_size, options.kv_cache_bytes);
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, EngineOptions options) {
+  const int bs = options.block_size;
+  if (bs < 1 || bs > 1024 || (bs & (bs - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("block size must be a power of two in [1, 1024], got ", bs));
   }
-  CHECK(options.num_kv_blocks > 0) << "the KV cache budget holds no block";
-  return options;
+  if (options.kv_cache_bytes > 0) {
+    const int64_t blocks = KvBlocksForBudget(model.info(), bs, options.kv_cache_bytes);
+    options.num_kv_blocks = static_cast<int>(std::min<int64_t>(blocks, std::numeric_limits<int32_t>::max() / bs));
+  }
+  if (options.num_kv_blocks < 1) {
+    return absl::InvalidArgumentError("the KV cache holds no block: raise its memory budget or block count");
+  }
+  if (options.scheduler.max_num_batched_tokens < 1 || options.scheduler.max_num_seqs < 1) {
+    return absl::InvalidArgumentError("max_num_batched_tokens and max_num_seqs must be >= 1");
+  }
+  if (options.max_waiting_requests < 0) return absl::InvalidArgumentError("max_waiting_requests must be >= 0");
+  ASSIGN_OR_RETURN(KvCache kv, KvCache::Create({.num_layers = model.info().num_layers,
+                                                .num_blocks = options.num_kv_blocks,
+                                                .block_size = bs,
+                                                .num_kv_heads = model.info().num_kv_heads,
+                                                .head_dim = model.info().head_dim}));
+  return std::unique_ptr<Engine>(new Engine(model, std::move(options), std::move(kv)));
 }
 
-}  // namespace
-
-Engine::Engine(Model& model, const EngineOptions& options)
+Engine::Engine(Model& model, EngineOptions options, KvCache kv)
     : model_(model),
-      options_(Resolve(model, options)),
-      kv_(*KvCache::Create({.num_layers = model.info().num_layers,
-                            .num_blocks = options_.num_kv_blocks,
-                            .block_size = options_.block_size,
-                            .num_kv_heads = model.info().num_kv_heads,
-                            .head_dim = model.info().head_dim})),
+      options_(std::move(options)),
+      kv_(std::move(kv)),
       blocks_({.num_blocks = options_.num_kv_blocks,
                .block_size = options_.block_size,
                .enable_prefix_caching = options_.enable_prefix_caching}),
@@ -84,28 +58,10 @@ Engine::~Engine() { Stop(); }
 
 absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
   const ModelInfo& info = model_.info();
-  if (request.id.empty()) return absl::InvalidArgumentError("request id is empty");
-  if (request.prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
-  for (size_t i = 0; i < request.prompt.size(); ++i) {
-    if (request.prompt[i] < 0 || request.prompt[i] >= info.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " has id ", request.prompt[i],
-                                                     ", vocabulary is ", info.vocab_size));
-    }
-  }
+  RETURN_IF_ERROR(ValidateRequest(request, {.vocab_size = info.vocab_size,
+                                            .max_context = info.max_context,
+                                            .has_tokenizer = static_cast<bool>(options_.text_streams)}));
   const int prompt_len = static_cast<int>(request.prompt.size());
-  if (prompt_len >= info.max_context) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt has ", prompt_len,
-                                                   " tokens, the context holds ", info.max_context));
-  }
-  if (request.stopping.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be >= 1");
-  if (request.stopping.min_tokens < 0) return absl::InvalidArgumentError("min_tokens must be >= 0");
-  RETURN_IF_ERROR(ValidateSampling(request.sampling, info.vocab_size));
-  if (!request.stopping.stop_strings.empty() && !options_.text_streams) {
-    return absl::FailedPreconditionError("stop strings need a tokenizer, and the engine has none");
-  }
-  for (const std::string& s : request.stopping.stop_strings) {
-    if (s.empty()) return absl::InvalidArgumentError("stop strings must not be empty");
-  }
   request.stopping.max_tokens = std::min(request.stopping.max_tokens, info.max_context - prompt_len);
   const int blocks_needed = blocks_.BlocksFor(prompt_len + request.stopping.max_tokens);
   if (blocks_needed > options_.num_kv_blocks) {
@@ -118,22 +74,25 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
     request.sampling.seed = rng();
   }
   absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the engine is stopping");
+  // Sequences waiting at the last step plus requests not yet admitted: close enough to bound
+  // the queue without waiting for the engine thread.
   const int queued = static_cast<int>(inbox_.size()) + stats_.waiting;
   if (options_.max_waiting_requests > 0 && queued >= options_.max_waiting_requests) {
     return absl::ResourceExhaustedError(absl::StrCat("the waiting queue is full (", queued,
                                                      " requests); retry later"));
   }
-  if (live_ids_.count(request.id)) {
+  if (live_ids_.contains(request.id)) {
     return absl::AlreadyExistsError(absl::StrCat("request id \"", request.id, "\" is already running"));
   }
-  live_ids_[request.id] = 1;
+  live_ids_.insert(request.id);
   inbox_.push_back({std::make_shared<const Request>(std::move(request)), std::move(sink)});
   return absl::OkStatus();
 }
 
 void Engine::Abort(const std::string& request_id) {
   absl::MutexLock lock(&mu_);
-  aborts_.push_back(request_id);
+  if (live_ids_.contains(request_id)) aborts_.push_back(request_id);  // late aborts are moot
 }
 
 void Engine::DrainInbox() {
@@ -168,7 +127,7 @@ void Engine::Admit(std::shared_ptr<const Request> request, std::shared_ptr<Outpu
     seq->sink = sink;
     seq->stop = std::make_unique<StopChecker>(
         request->stopping, model_.info().eos_token_ids,
-        options_.text_streams ? options_.text_streams() : nullptr);
+        options_.text_streams ? options_.text_streams(*request) : nullptr);
     seq->arrival = now;
     scheduler_.Add(seq.get());
     state.choices.push_back(std::move(seq));
@@ -263,21 +222,29 @@ void Engine::EmitToken(Sequence& seq, const Sampled& sampled) {
 }
 
 void Engine::Postprocess(const StepPlan& plan, const Tensor& logits) {
+  // Which sequences sample is decided by the plan, before Advance moves num_computed.
+  std::vector<Sequence*> sampling;
+  for (const ScheduledSequence& s : plan.scheduled) {
+    if (s.samples()) sampling.push_back(s.seq);
+  }
   scheduler_.Advance(plan);
   const int64_t V = logits.dim(1);
-  int64_t row = 0;
-  for (const ScheduledSequence& s : plan.scheduled) {
-    Sequence& seq = *s.seq;
-    if (seq.num_computed != static_cast<int>(seq.tokens.size())) continue;  // mid-prefill
+  for (size_t row = 0; row < sampling.size(); ++row) {
+    Sequence& seq = *sampling[row];
     const std::vector<int32_t> masked = seq.stop->MaskedTokens(seq.num_output());
     const absl::Span<const int32_t> tokens(seq.tokens);
-    const Sampled sampled = sampler_.Sample({.logits = absl::MakeConstSpan(logits.Row<float>(row++), V),
+    const Sampled sampled = sampler_.Sample({.logits = absl::MakeConstSpan(logits.Row<float>(row), V),
                                              .params = &seq.request->sampling,
                                              .prompt = tokens.subspan(0, seq.prompt_len),
                                              .output = tokens.subspan(seq.prompt_len),
                                              .masked_tokens = masked,
                                              .seed = seq.seed,
                                              .choice = seq.choice});
+    if (sampled.token < 0 || sampled.token >= model_.info().vocab_size) {
+      Finish(seq, FinishReason::kError, "",
+             absl::InternalError(absl::StrCat("sampled token ", sampled.token, " is outside the vocabulary")));
+      continue;
+    }
     EmitToken(seq, sampled);
   }
 }

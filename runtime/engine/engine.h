@@ -4,10 +4,10 @@
 //   drain submissions and aborts -> Schedule() -> build StepBatch -> Model::Forward
 //   -> Sample -> append, stop checks, detokenize -> OutputSink callbacks
 //
-//   Engine engine(model, {.num_kv_blocks = 512});
-//   engine.Start();                                   // or RunUntilIdle() on this thread
-//   RETURN_IF_ERROR(engine.Submit(request, sink));   // sink gets deltas, then a final record
-//   engine.Abort("req-1");
+//   ASSIGN_OR_RETURN(auto engine, Engine::Create(model, {.num_kv_blocks = 512}));
+//   engine->Start();                                   // or RunUntilIdle() on this thread
+//   RETURN_IF_ERROR(engine->Submit(request, sink));   // sink gets deltas, then a final record
+//   engine->Abort("req-1");
 #pragma once
 
 #include <atomic>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "runtime/engine/block_manager.h"
@@ -44,7 +45,7 @@ struct EngineOptions {
 };
 
 // Blocks of `block_size` tokens that fit in `bytes` of KV cache for this model.
-int KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes);
+int64_t KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes);
 
 // Wall time the engine thread spent in each phase of its steps, summed.
 struct StepPhaseTimes {
@@ -67,7 +68,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(Model& model, const EngineOptions& options);
+  // Checks the options (block size a power of two, a pool of at least one block, positive
+  // budgets) and allocates the KV cache.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(Model& model, EngineOptions options);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -95,6 +98,7 @@ class Engine {
     int unfinished = 0;
   };
 
+  Engine(Model& model, EngineOptions options, KvCache kv);
   void DrainInbox();
   void Admit(std::shared_ptr<const Request> request, std::shared_ptr<OutputSink> sink);
   void FinishRequest(RequestState& state, FinishReason reason);
@@ -127,7 +131,7 @@ class Engine {
   };
   std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> aborts_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int> live_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not yet finished
+  absl::flat_hash_set<std::string> live_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not finished
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

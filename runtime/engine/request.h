@@ -49,6 +49,7 @@ struct Request {
   StoppingParams stopping;
   int priority = 0;        // lower is served first; FCFS within a priority
   std::string cache_salt;  // separates prefix-cache entries between tenants
+  bool skip_special_tokens = true;  // in the streamed text
 };
 
 }  // namespace moe

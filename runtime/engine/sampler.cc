@@ -124,6 +124,9 @@ int32_t Sampler::Draw(const SampleInput& in) {
                  order_.end());
   }
   if (p.top_p < 1.0f) KeepNucleus(p.top_p, probs);
+  // Nothing drawable (all logits -inf or NaN from a broken model): fall back to argmax
+  // rather than invent a token.
+  if (order_.empty()) return ArgMax(logits_);
   std::sort(order_.begin(), order_.end());  // the draw walks token ids in order
   double total = 0;
   for (int32_t t : order_) total += probs[t];

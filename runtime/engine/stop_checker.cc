@@ -35,40 +35,44 @@ std::vector<int32_t> StopChecker::MaskedTokens(int num_output) const {
 StopChecker::Step StopChecker::Append(int32_t token, int num_output) {
   Step step;
   const bool may_stop = num_output >= params_.min_tokens;
+  const bool at_length = num_output >= params_.max_tokens;
   if (may_stop && !params_.ignore_eos && Contains(eos_ids_, token)) {
-    step.finish = FinishReason::kEos;  // the EOS token's text is not part of the output
+    step.finish = at_length ? FinishReason::kLength : FinishReason::kEos;
+  } else if (may_stop && Contains(params_.stop_token_ids, token)) {
+    step.finish = at_length ? FinishReason::kLength : FinishReason::kStopToken;
+    if (!at_length) step.matched_stop = absl::StrCat(token);
+  }
+  if (step.finish.has_value()) {
+    if (params_.include_stop_string && text_ != nullptr) pending_ += text_->Append(token);
     step.text = Flush();
     return step;
   }
   if (text_ != nullptr) pending_ += text_->Append(token);
-  if (may_stop && Contains(params_.stop_token_ids, token)) {
-    step.finish = FinishReason::kStopToken;
-    step.matched_stop = absl::StrCat(token);
-    step.text = Flush();
-    return step;
-  }
-  // The earliest stop string in the pending text (held-back text always covers any
-  // occurrence that the newest token could have completed).
-  size_t best = std::string::npos;
-  const std::string* matched = nullptr;
-  for (const std::string& stop : params_.stop_strings) {
-    const size_t at = pending_.find(stop);
-    if (at != std::string::npos && at < best) best = at, matched = &stop;
-  }
-  if (matched != nullptr) {
-    step.finish = FinishReason::kStopString;
-    step.matched_stop = *matched;
-    step.text = pending_.substr(0, best + (params_.include_stop_string ? matched->size() : 0));
-    pending_.clear();
-    return step;
-  }
-  if (num_output >= params_.max_tokens) {
+  if (may_stop && FindStopString(step)) return step;
+  if (at_length) {
     step.finish = FinishReason::kLength;
     step.text = Flush();
     return step;
   }
   step.text = Release(/*all=*/false);
   return step;
+}
+
+// The earliest stop string in the pending text (held-back text always covers any
+// occurrence that the newest token could have completed).
+bool StopChecker::FindStopString(Step& step) {
+  size_t best = std::string::npos;
+  const std::string* matched = nullptr;
+  for (const std::string& stop : params_.stop_strings) {
+    const size_t at = pending_.find(stop);
+    if (at != std::string::npos && at < best) best = at, matched = &stop;
+  }
+  if (matched == nullptr) return false;
+  step.finish = FinishReason::kStopString;
+  step.matched_stop = *matched;
+  step.text = pending_.substr(0, best + (params_.include_stop_string ? matched->size() : 0));
+  pending_.clear();
+  return true;
 }
 
 std::string StopChecker::Flush() { return Release(/*all=*/true); }

@@ -1,8 +1,9 @@
 // StopChecker: decides when a sequence is done and which text may be streamed.
 //
-// Checked after every new token, in this order: EOS (unless ignore_eos), stop token ids,
-// stop strings on the detokenized text, max_tokens; EOS and stop tokens only count once
-// min_tokens are out. Text that could still become the start of a stop string is held
+// Checked after every new token, as vLLM does: max_tokens, EOS (unless ignore_eos), stop
+// token ids, then stop strings on the detokenized text (a stop string completed by the last
+// token still wins over max_tokens). Nothing but max_tokens stops a sequence before
+// min_tokens. The text of EOS and stop tokens is not part of the output. Text that could still become the start of a stop string is held
 // back, so a stop string split across tokens is found and never streamed; what is held
 // back is released when the sequence finishes for another reason.
 //
@@ -43,8 +44,9 @@ class StopChecker {
 
  private:
   std::string Release(bool all);
+  bool FindStopString(Step& step);
 
-  const StoppingParams& params_;
+  const StoppingParams params_;
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<TextStream> text_;
   size_t max_stop_len_ = 0;

@@ -1,14 +1,16 @@
 // TextStream: incremental detokenization as the engine needs it, one token at a time.
 //
 // The engine asks a factory for one stream per sequence; a stream returns only complete
-// UTF-8 text. runtime/text's incremental detokenizer implements it for real tokenizers;
-// without a tokenizer the engine streams token ids only.
+// UTF-8 text. DetokenizerStream (detokenizer_stream.h) implements it over a Hugging Face
+// tokenizer; without a factory the engine streams token ids only.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+
+#include "runtime/engine/request.h"
 
 namespace moe {
 
@@ -19,6 +21,7 @@ class TextStream {
   virtual std::string Append(int32_t token) = 0;
 };
 
-using TextStreamFactory = std::function<std::unique_ptr<TextStream>()>;
+// Makes the stream of one sequence of `request` (its prompt gives the first tokens context).
+using TextStreamFactory = std::function<std::unique_ptr<TextStream>(const Request& request)>;
 
 }  // namespace moe
