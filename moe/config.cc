@@ -31,10 +31,18 @@ absl::StatusOr<int> PositiveInt(const json& j, const char* key) {
 
 absl::StatusOr<int> OptionalInt(const json& j, const char* key, int fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number_integer() || j[key].get<int64_t>() < 0) {
+  if (!j[key].is_number_integer() || j[key].get<int64_t>() < 0 ||
+      j[key].get<int64_t>() > (int64_t{1} << 30)) {
     return Bad(absl::StrCat("\"", key, "\" must be a non-negative integer, got ", j[key].dump()));
   }
   return j[key].get<int>();
+}
+
+// A string value, or `fallback` when the key is absent or null.
+absl::StatusOr<std::string> OptionalString(const json& j, const char* key, const std::string& fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_string()) return Bad(absl::StrCat("\"", key, "\" must be a string, got ", j[key].dump()));
+  return j[key].get<std::string>();
 }
 
 absl::StatusOr<double> OptionalNumber(const json& j, const char* key, double fallback) {
@@ -72,7 +80,7 @@ absl::StatusOr<Architecture> ParseArchitecture(const json& j, std::string& name)
       {"OlmoeForCausalLM", "olmoe", Architecture::kOlmoe},
       {"Qwen2MoeForCausalLM", "qwen2_moe", Architecture::kQwen2Moe},
   };
-  std::string model_type = j.value("model_type", "");
+  ASSIGN_OR_RETURN(std::string model_type, OptionalString(j, "model_type", ""));
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty()) {
     name = j["architectures"][0].is_string() ? j["architectures"][0].get<std::string>() : "";
   }
@@ -97,7 +105,8 @@ absl::Status ParseRope(const json& j, MoeConfig& c) {
   ASSIGN_OR_RETURN(c.rope_theta, OptionalNumber(j, "rope_theta", 10000.0));
   if (params != nullptr) {
     ASSIGN_OR_RETURN(c.rope_theta, OptionalNumber(*params, "rope_theta", c.rope_theta));
-    const std::string type = params->value("rope_type", params->value("type", "default"));
+    ASSIGN_OR_RETURN(std::string legacy_type, OptionalString(*params, "type", "default"));
+    ASSIGN_OR_RETURN(std::string type, OptionalString(*params, "rope_type", legacy_type));
     if (type != "default") {
       return absl::UnimplementedError(
           absl::StrCat("config.json: rope type \"", type, "\" is not supported yet (only default)"));
@@ -141,8 +150,8 @@ absl::Status ParseAttention(const json& j, MoeConfig& c) {
       break;
     }
   }
-  if ((c.arch == Architecture::kQwen3Moe || c.arch == Architecture::kQwen2Moe) &&
-      j.value("use_sliding_window", false)) {
+  ASSIGN_OR_RETURN(const bool use_sliding_window, OptionalBool(j, "use_sliding_window", false));
+  if ((c.arch == Architecture::kQwen3Moe || c.arch == Architecture::kQwen2Moe) && use_sliding_window) {
     return absl::UnimplementedError("config.json: use_sliding_window is not supported yet");
   }
   return absl::OkStatus();
@@ -196,6 +205,8 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
   return text.str();
 }
 
+absl::StatusOr<MoeConfig> ParseObject(const json& j);
+
 }  // namespace
 
 bool MoeConfig::IsMoeLayer(int layer) const {
@@ -213,20 +224,37 @@ absl::StatusOr<MoeConfig> ParseConfig(const std::string& json_text) {
     return Bad(absl::StrCat("not valid JSON: ", e.what()));
   }
   if (!j.is_object()) return Bad("expected a JSON object");
+  // The parsers check every type they read; this only turns a missed case into an error.
+  try {
+    return ParseObject(j);
+  } catch (const json::exception& e) {
+    return Bad(absl::StrCat("unexpected value: ", e.what()));
+  }
+}
+
+namespace {
+
+absl::StatusOr<MoeConfig> ParseObject(const json& j) {
   MoeConfig c;
   ASSIGN_OR_RETURN(c.arch, ParseArchitecture(j, c.architecture_name));
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    return absl::UnimplementedError(
+        "config.json: quantized checkpoints (quantization_config) are not supported yet");
+  }
   ASSIGN_OR_RETURN(c.vocab_size, PositiveInt(j, "vocab_size"));
   ASSIGN_OR_RETURN(c.hidden_size, PositiveInt(j, "hidden_size"));
   ASSIGN_OR_RETURN(c.num_layers, PositiveInt(j, "num_hidden_layers"));
   ASSIGN_OR_RETURN(c.max_position_embeddings, PositiveInt(j, "max_position_embeddings"));
-  ASSIGN_OR_RETURN(double eps, OptionalNumber(j, "rms_norm_eps", 1e-6));
+  // transformers' defaults: 1e-5 for Mixtral and OLMoE, 1e-6 for the Qwen models.
+  const bool qwen = c.arch == Architecture::kQwen3Moe || c.arch == Architecture::kQwen2Moe;
+  ASSIGN_OR_RETURN(double eps, OptionalNumber(j, "rms_norm_eps", qwen ? 1e-6 : 1e-5));
   c.rms_norm_eps = static_cast<float>(eps);
   ASSIGN_OR_RETURN(c.tie_word_embeddings, OptionalBool(j, "tie_word_embeddings", false));
   RETURN_IF_ERROR(ParseAttention(j, c));
   RETURN_IF_ERROR(ParseRope(j, c));
   RETURN_IF_ERROR(ParseExperts(j, c));
   const char* dtype_key = j.contains("dtype") ? "dtype" : "torch_dtype";
-  if (j.contains(dtype_key) && j[dtype_key].is_string()) {
+  if (j.contains(dtype_key) && j[dtype_key].is_string()) {  // anything else: bf16 assumed
     absl::StatusOr<DType> dtype = DTypeFromName(j[dtype_key].get<std::string>());
     if (!dtype.ok()) return Bad(absl::StrCat(dtype_key, ": ", dtype.status().message()));
     c.dtype = *dtype;
@@ -234,6 +262,8 @@ absl::StatusOr<MoeConfig> ParseConfig(const std::string& json_text) {
   RETURN_IF_ERROR(AppendEos(j, c.eos_token_ids));
   return c;
 }
+
+}  // namespace
 
 absl::StatusOr<MoeConfig> LoadConfig(const std::string& model_dir) {
   const std::filesystem::path dir(model_dir);

@@ -53,6 +53,10 @@ class Loader {
   // A GEMM weight: zero-copy when the CPU kernels read its dtype.
   absl::StatusOr<Tensor> Gemm(const std::string& name, const Shape& expected) const {
     ASSIGN_OR_RETURN(Tensor t, Raw(name, expected));
+    if (t.dtype() == DType::kF8E4M3) {
+      return absl::UnimplementedError(absl::StrCat("tensor \"", name, "\" in ", ckpt_.FileOf(name),
+                                                   ": fp8 weights need their scales, not supported yet"));
+    }
     return t.dtype() == GemmDType(t.dtype()) ? t : t.To(DType::kF32);
   }
 
@@ -188,7 +192,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const MoeConfig& c, const Checkpoint& c
     w.layers.push_back(std::move(layer));
   }
   ASSIGN_OR_RETURN(w.final_norm, load.Vector("model.norm.weight", D));
-  if (c.tie_word_embeddings && !load.Has("lm_head.weight")) {
+  if (c.tie_word_embeddings) {  // as transformers ties them, a stored lm_head is ignored
     w.lm_head = w.embed_tokens;
   } else {
     ASSIGN_OR_RETURN(w.lm_head, load.Gemm("lm_head.weight", {V, D}));

@@ -108,7 +108,7 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
                                                 ") run past the end of the data (", data_size,
                                                 " bytes): the file is truncated"));
     }
-    ranges.emplace_back(begin, name);
+    if (begin != end) ranges.emplace_back(begin, name);  // empty tensors occupy nothing
     result->entries_[name] = Entry{TensorSpec{name, *dtype, std::move(shape)},
                                    static_cast<size_t>(data_start + begin)};
   }

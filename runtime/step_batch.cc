@@ -22,6 +22,12 @@ absl::Status ValidateStepBatch(const StepBatch& b, const StepBatchLimits& limits
       b.query_starts.back() != T) {
     return Bad(absl::StrCat("query_starts must have ", S + 1, " entries from 0 to ", T));
   }
+  for (int64_t s = 0; s < S; ++s) {
+    if (b.query_starts[s] > b.query_starts[s + 1]) {
+      return Bad(absl::StrCat("query_starts decrease at sequence ", s));
+    }
+  }
+  if (limits.block_size <= 0 || limits.num_blocks <= 0) return Bad("the KV pool is empty");
   if (b.max_blocks_per_seq <= 0 ||
       b.block_tables.size() != static_cast<size_t>(S * b.max_blocks_per_seq)) {
     return Bad(absl::StrCat("block_tables must be [", S, ", max_blocks_per_seq > 0]"));
@@ -30,7 +36,6 @@ absl::Status ValidateStepBatch(const StepBatch& b, const StepBatchLimits& limits
   for (int64_t s = 0; s < S; ++s) {
     const int32_t begin = b.query_starts[s], end = b.query_starts[s + 1];
     const int32_t ctx = b.context_lens[s];
-    if (begin > end) return Bad(absl::StrCat("query_starts decrease at sequence ", s));
     if (ctx <= 0 || ctx > limits.max_context) {
       return Bad(absl::StrCat("sequence ", s, " has context length ", ctx, ", expected 1..",
                               limits.max_context));

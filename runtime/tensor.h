@@ -62,7 +62,11 @@ class Tensor {
   const T* Row(int64_t i) const {
     return data<T>() + i * RowElements();
   }
-  int64_t RowElements() const { return shape_.empty() ? 1 : numel() / shape_[0]; }
+  int64_t RowElements() const {  // product of all dimensions but the first
+    int64_t n = 1;
+    for (size_t i = 1; i < shape_.size(); ++i) n *= shape_[i];
+    return n;
+  }
 
   // Rows [begin, end) of the first dimension, sharing storage.
   Tensor Slice(int64_t begin, int64_t end) const;

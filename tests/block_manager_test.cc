@@ -63,7 +63,10 @@ TEST(BlockManagerTest, SharesCachedFullBlocksAndNeverTheWholePrompt) {
   blocks.Release(first);
   EXPECT_EQ(blocks.num_free_blocks(), 8);
   EXPECT_EQ(blocks.num_cached_blocks(), 3);  // unreferenced but still cached
-  EXPECT_EQ(blocks.stats().hit_tokens, 20);
+  EXPECT_EQ(blocks.stats().queried_tokens, 0);  // lookups are not admissions
+  blocks.RecordAdmission(14, 12);
+  EXPECT_EQ(blocks.stats().queried_tokens, 14);
+  EXPECT_EQ(blocks.stats().hit_tokens, 12);
 }
 
 TEST(BlockManagerTest, EvictsLeastRecentlyUsedCachedBlocksLast) {

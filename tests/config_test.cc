@@ -114,6 +114,28 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   EXPECT_THAT(error(j), HasSubstr("\"vocab_size\" must be a positive integer"));
 }
 
+TEST(ConfigTest, WrongTypesAreErrorsNotCrashes) {
+  auto error = [](nlohmann::json j) { return std::string(ParseConfig(j.dump()).status().message()); };
+  nlohmann::json j = testing::TinyQwen3Config();
+  j["use_sliding_window"] = nullptr;  // null means the default
+  EXPECT_TRUE(ParseConfig(j.dump()).ok());
+  j["use_sliding_window"] = "yes";
+  EXPECT_THAT(error(j), HasSubstr("\"use_sliding_window\" must be true or false"));
+  j = testing::TinyQwen3Config();
+  j["model_type"] = 3;
+  j.erase("architectures");
+  EXPECT_THAT(error(j), HasSubstr("\"model_type\" must be a string"));
+  j = testing::TinyQwen3Config();
+  j["rope_scaling"] = {{"type", nullptr}, {"rope_type", 7}};
+  EXPECT_THAT(error(j), HasSubstr("\"rope_type\" must be a string"));
+  j = testing::TinyQwen3Config();
+  j["decoder_sparse_step"] = 4294967304;
+  EXPECT_THAT(error(j), HasSubstr("\"decoder_sparse_step\" must be a non-negative integer"));
+  j = testing::TinyQwen3Config();
+  j["quantization_config"] = {{"quant_method", "fp8"}};
+  EXPECT_THAT(error(j), HasSubstr("quantized checkpoints"));
+}
+
 TEST(ConfigTest, EosFromGenerationConfig) {
   const std::string dir = testing::ScratchDir("gen");
   std::ofstream(dir + "/config.json") << testing::TinyQwen3Config().dump();

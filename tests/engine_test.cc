@@ -128,6 +128,8 @@ TEST_F(EngineTest, SharedThreeBlockPrefixIsCachedAndGivesTheSameOutput) {
   ASSERT_TRUE(engine.RunUntilIdle().ok());
   EXPECT_EQ(b->choice().final->usage.cached_tokens, 12);
   EXPECT_EQ(b->choice().final->usage.prompt_tokens, 15);
+  EXPECT_EQ(engine.GetStats().prefix_cache.queried_tokens, 14 + 15);
+  EXPECT_EQ(engine.GetStats().prefix_cache.hit_tokens, 12);
   EXPECT_EQ(b->choice().tokens, expected->choice().tokens);
   ExpectDrained(engine);
 }

@@ -72,7 +72,7 @@ void ApplyOverrides(json& j) {
   if (j.contains("mlp_only_layers") && j["mlp_only_layers"].is_array()) {
     json kept = json::array();
     for (const json& l : j["mlp_only_layers"]) {
-      if (l.get<int>() < j["num_hidden_layers"].get<int>()) kept.push_back(l);
+      if (l.is_number_integer() && l.get<int>() < j.value("num_hidden_layers", 0)) kept.push_back(l);
     }
     j["mlp_only_layers"] = kept;
   }

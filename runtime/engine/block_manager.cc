@@ -40,7 +40,6 @@ uint64_t BlockManager::HashBlock(uint64_t parent, absl::Span<const int32_t> toke
 PrefixMatch BlockManager::MatchPrefix(absl::Span<const int32_t> tokens, absl::string_view salt) {
   PrefixMatch match;
   if (!prefix_caching_) return match;
-  stats_.queried_tokens += tokens.size();
   const int max_blocks = (static_cast<int>(tokens.size()) - 1) / block_size_;
   uint64_t parent = SaltHash(salt);
   for (int i = 0; i < max_blocks; ++i) {
@@ -59,7 +58,6 @@ PrefixMatch BlockManager::MatchPrefix(absl::Span<const int32_t> tokens, absl::st
     parent = hash;
   }
   match.num_tokens = static_cast<int>(match.blocks.size()) * block_size_;
-  stats_.hit_tokens += match.num_tokens;
   return match;
 }
 
@@ -113,6 +111,11 @@ void BlockManager::CacheFullBlocks(absl::Span<const int32_t> table, absl::Span<c
     chain.push_back(hash);
     parent = hash;
   }
+}
+
+void BlockManager::RecordAdmission(int prompt_tokens, int hit_tokens) {
+  stats_.queried_tokens += prompt_tokens;
+  stats_.hit_tokens += hit_tokens;
 }
 
 void BlockManager::Release(std::vector<int32_t>& table) {

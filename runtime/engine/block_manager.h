@@ -66,6 +66,10 @@ class BlockManager {
   void CacheFullBlocks(absl::Span<const int32_t> table, absl::Span<const int32_t> tokens,
                        int num_computed, absl::string_view salt, std::vector<uint64_t>& chain);
 
+  // Counts a first admission in the hit-rate statistics (retries and readmissions after
+  // preemption are not new queries).
+  void RecordAdmission(int prompt_tokens, int hit_tokens);
+
   // Drops the table's references (last block first, so it is evicted first) and clears it.
   void Release(std::vector<int32_t>& table);
 

@@ -97,7 +97,11 @@ void Scheduler::ScheduleWaiting(StepPlan& plan, int& budget) {
       seq->num_computed = 0;
       break;  // FCFS: nobody overtakes the head of the queue
     }
-    seq->num_cached_tokens = std::min(hit.num_tokens, seq->prompt_len);
+    if (seq->first_admission) {  // a readmission after preemption finds its own blocks
+      seq->first_admission = false;
+      seq->num_cached_tokens = std::min(hit.num_tokens, seq->prompt_len);
+      blocks_.RecordAdmission(seq->prompt_len, seq->num_cached_tokens);
+    }
     seq->status = SequenceStatus::kRunning;
     running_.push_back(seq);
     it = waiting_.erase(it);

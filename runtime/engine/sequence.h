@@ -30,7 +30,8 @@ struct Sequence {
   std::vector<int32_t> tokens;  // [prompt + generated]
   int prompt_len = 0;
   int num_computed = 0;
-  int num_cached_tokens = 0;    // prompt tokens last found in the prefix cache
+  int num_cached_tokens = 0;    // prompt tokens found in the prefix cache at first admission
+  bool first_admission = true;
   std::vector<int32_t> block_table;
   std::vector<uint64_t> block_hashes;  // prefix-cache hash chain of the full blocks so far
   SequenceStatus status = SequenceStatus::kWaiting;

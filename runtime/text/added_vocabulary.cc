@@ -23,8 +23,8 @@ size_t PrevCharStart(std::string_view text, size_t pos) {
 
 bool IsUnicodeWhitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const json& added_tokens) {
@@ -49,7 +49,8 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const json& added_toke
       vocab.tokens_.push_back(std::move(token));
     }
   } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("bad added_tokens in tokenizer.json: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad added_tokens in tokenizer.json: ", e.what()));
   }
   for (size_t i = 0; i < vocab.tokens_.size(); ++i) {
     vocab.by_first_byte_[static_cast<unsigned char>(vocab.tokens_[i].content[0])].push_back(i);
@@ -66,7 +67,8 @@ const AddedToken* AddedVocabulary::LongestAt(std::string_view text, size_t pos,
                                              bool normalized) const {
   for (size_t i : by_first_byte_[static_cast<unsigned char>(text[pos])]) {
     const AddedToken& t = tokens_[i];
-    if (t.normalized == normalized && text.compare(pos, t.content.size(), t.content) == 0) return &t;
+    if (t.normalized == normalized && text.compare(pos, t.content.size(), t.content) == 0)
+      return &t;
   }
   return nullptr;
 }
@@ -76,10 +78,9 @@ std::vector<Segment> AddedVocabulary::Split(std::string_view text, bool normaliz
   size_t last = 0;  // end of the previous token (with its stripped white space)
   size_t pos = 0;
   while (pos < text.size()) {
-    const AddedToken* t =
-        by_first_byte_[static_cast<unsigned char>(text[pos])].empty()
-            ? nullptr
-            : LongestAt(text, pos, normalized);
+    const AddedToken* t = by_first_byte_[static_cast<unsigned char>(text[pos])].empty()
+                              ? nullptr
+                              : LongestAt(text, pos, normalized);
     if (t == nullptr) {
       ++pos;
       continue;

@@ -26,15 +26,12 @@ struct Candidate {
   int32_t pos;
   int32_t new_id;
   // Lowest rank first, then leftmost, as Hugging Face's BinaryHeap ordering does.
-  bool operator<(const Candidate& o) const {
-    return rank != o.rank ? rank > o.rank : pos > o.pos;
-  }
+  bool operator<(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model,
-                                                             bool byte_level) {
+absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, bool byte_level) {
   try {
     if (model.value("type", "BPE") != "BPE") {
       return absl::UnimplementedError(absl::StrCat("unsupported tokenizer model type '",
@@ -67,7 +64,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model,
 
 absl::Status BpeModel::LoadVocab(const json& vocab) {
   int32_t max_id = -1;
-  for (const auto& [token, id_json] : vocab.items()) max_id = std::max(max_id, id_json.get<int32_t>());
+  for (const auto& [token, id_json] : vocab.items())
+    max_id = std::max(max_id, id_json.get<int32_t>());
   id_to_token_.assign(max_id + 1, std::string());
   has_id_.assign(max_id + 1, false);
   std::fill(std::begin(byte_unit_ids_), std::end(byte_unit_ids_), -1);
@@ -81,7 +79,8 @@ absl::Status BpeModel::LoadVocab(const json& vocab) {
     // Tokens outside the byte-level alphabet can never come out of a byte-level word.
     std::optional<std::string> unit = byte_level_ ? ByteLevelToBytes(token) : token;
     if (!unit) continue;
-    if (unit->size() == 1 && byte_level_) byte_unit_ids_[static_cast<unsigned char>((*unit)[0])] = id;
+    if (unit->size() == 1 && byte_level_)
+      byte_unit_ids_[static_cast<unsigned char>((*unit)[0])] = id;
     vocab_[*unit] = id;
   }
   for (int b = 0; b < 256; ++b) {

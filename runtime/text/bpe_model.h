@@ -70,8 +70,8 @@ class BpeModel {
   absl::flat_hash_map<std::string, int32_t> token_to_id_;  // the vocabulary's own spelling
   std::vector<std::string> id_to_token_;
   std::vector<bool> has_id_;
-  int32_t byte_unit_ids_[256];      // byte-level: id of each single byte, -1 if none
-  int32_t byte_fallback_ids_[256];  // id of "<0xAB>", -1 if none
+  int32_t byte_unit_ids_[256];                   // byte-level: id of each single byte, -1 if none
+  int32_t byte_fallback_ids_[256];               // id of "<0xAB>", -1 if none
   absl::flat_hash_map<uint64_t, Merge> merges_;  // key: (left id << 32) | right id
 
   static constexpr size_t kMaxCachedWordBytes = 64;

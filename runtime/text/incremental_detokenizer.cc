@@ -35,8 +35,8 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
   // decodes to U+FFFD for every byte, even the bytes of later, whole characters.
   const absl::Span<const int32_t> ids(ids_);
   for (size_t extra = 0; extra < kMaxExtraContext && prefix_offset_ > 0; ++extra) {
-    auto text = tokenizer_.Decode(ids.subspan(prefix_offset_, read_offset_ - prefix_offset_),
-                                  options_);
+    auto text =
+        tokenizer_.Decode(ids.subspan(prefix_offset_, read_offset_ - prefix_offset_), options_);
     if (!text.ok() || text->compare(0, kReplacementChar.size(), kReplacementChar) != 0) break;
     --prefix_offset_;
   }
@@ -54,9 +54,9 @@ absl::StatusOr<std::string> IncrementalDetokenizer::Finish() {
 
 absl::StatusOr<std::string> IncrementalDetokenizer::NewText(bool allow_unfinished) {
   const absl::Span<const int32_t> ids(ids_);
-  ASSIGN_OR_RETURN(std::string prefix_text,
-                   tokenizer_.Decode(ids.subspan(prefix_offset_, read_offset_ - prefix_offset_),
-                                     options_));
+  ASSIGN_OR_RETURN(
+      std::string prefix_text,
+      tokenizer_.Decode(ids.subspan(prefix_offset_, read_offset_ - prefix_offset_), options_));
   ASSIGN_OR_RETURN(std::string new_text, tokenizer_.Decode(ids.subspan(prefix_offset_), options_));
   if (new_text.size() <= prefix_text.size()) return std::string();
   if (EndsWithReplacement(new_text) && !allow_unfinished) return std::string();

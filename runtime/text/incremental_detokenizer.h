@@ -9,8 +9,9 @@
 // (SentencePiece's leading-space strip, byte fallback) right.
 //
 //   IncrementalDetokenizer detok(tokenizer, prompt_ids, {.skip_special_tokens = true});
-//   for (int32_t id : generated) { ASSIGN_OR_RETURN(std::string delta, detok.Step(id)); Send(delta); }
-//   ASSIGN_OR_RETURN(std::string rest, detok.Finish());   // an unfinished character -> U+FFFD
+//   for (int32_t id : generated) { ASSIGN_OR_RETURN(std::string delta, detok.Step(id));
+//   Send(delta); } ASSIGN_OR_RETURN(std::string rest, detok.Finish());   // an unfinished character
+//   -> U+FFFD
 #pragma once
 
 #include <cstddef>

@@ -57,11 +57,14 @@ class ReplaceNormalizer final : public Normalizer {
     std::string out;
     size_t last = 0;
     // Text is valid UTF-8, so matching cannot fail for a compiled pattern.
-    regex_->ForEachMatch(*text, [&](size_t begin, size_t end) {
-      out.append(*text, last, begin - last);
-      out += to_;
-      last = end;
-    }).IgnoreError();
+    regex_
+        ->ForEachMatch(*text,
+                       [&](size_t begin, size_t end) {
+                         out.append(*text, last, begin - last);
+                         out += to_;
+                         last = end;
+                       })
+        .IgnoreError();
     out.append(*text, last);
     *text = std::move(out);
   }
@@ -111,8 +114,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizerUnchecked(const json& 
     }
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "unsupported normalizer type '", type, "' (supported: NFC, Prepend, Replace, Sequence)"));
+  return absl::UnimplementedError(absl::StrCat("unsupported normalizer type '", type,
+                                               "' (supported: NFC, Prepend, Replace, Sequence)"));
 }
 
 }  // namespace

@@ -92,8 +92,9 @@ class RegexSplit final : public PreTokenizer {
       }
       return absl::OkStatus();
     }
-    return regex_->ForEachMatch(
-        text, [&](size_t b, size_t e) { matches->push_back({base + b, base + e}); });
+    return regex_->ForEachMatch(text, [&](size_t b, size_t e) {
+      matches->push_back({base + b, base + e});
+    });
   }
 
   std::unique_ptr<Regex> regex_;  // null for a literal pattern
@@ -205,8 +206,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakeMetaspace(const json& spec) {
   } else if (scheme != "always") {
     return absl::InvalidArgumentError(absl::StrCat("unknown Metaspace prepend_scheme ", scheme));
   }
-  return std::make_unique<MetaspacePreTokenizer>(spec.value("replacement", "\xE2\x96\x81"),
-                                                 prepend, spec.value("split", true));
+  return std::make_unique<MetaspacePreTokenizer>(spec.value("replacement", "\xE2\x96\x81"), prepend,
+                                                 spec.value("split", true));
 }
 
 absl::StatusOr<std::unique_ptr<PreTokenizer>> MakeUnchecked(const json& spec) {

@@ -61,9 +61,9 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern) 
   const std::string compatible = OnigurumaCompatiblePattern(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compatible.data()),
-                                   compatible.size(), PCRE2_UTF | PCRE2_UCP, &error, &offset,
-                                   nullptr);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compatible.data()), compatible.size(),
+                    PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   if (code == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("bad pre-tokenizer regex at offset ", offset,
                                                    ": ", Pcre2Error(error), " in ",

@@ -36,8 +36,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(const json& token
   }
   for (const char* key : {"truncation", "padding"}) {
     if (tokenizer.contains(key) && !tokenizer[key].is_null()) {
-      return absl::UnimplementedError(absl::StrCat("tokenizer.json \"", key,
-                                                   "\" is not supported (expected null)"));
+      return absl::UnimplementedError(
+          absl::StrCat("tokenizer.json \"", key, "\" is not supported (expected null)"));
     }
   }
   auto tok = std::unique_ptr<Tokenizer>(new Tokenizer());
@@ -60,8 +60,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(const json& token
   return tok;
 }
 
-// BOS/EOS ids from tokenizer_config.json; explicit add_bos_token / add_eos_token replace the
-// post-processor's template, as transformers' Llama tokenizers do.
+// BOS/EOS ids from tokenizer_config.json; an explicit add_bos_token / add_eos_token decides
+// that side of the post-processor's template, as transformers' Llama tokenizers do.
 absl::Status Tokenizer::ApplyConfig() {
   auto lookup = [this](const std::optional<std::string>& token,
                        const char* what) -> absl::StatusOr<std::optional<int32_t>> {
@@ -75,16 +75,21 @@ absl::Status Tokenizer::ApplyConfig() {
   };
   ASSIGN_OR_RETURN(bos_id_, lookup(config_.bos_token, "bos_token"));
   ASSIGN_OR_RETURN(eos_id_, lookup(config_.eos_token, "eos_token"));
-  if (!config_.add_bos_token && !config_.add_eos_token) return absl::OkStatus();
   if (config_.add_bos_token.value_or(false) && !bos_id_) {
     return absl::InvalidArgumentError("add_bos_token is true but there is no bos_token");
   }
   if (config_.add_eos_token.value_or(false) && !eos_id_) {
     return absl::InvalidArgumentError("add_eos_token is true but there is no eos_token");
   }
-  post_processor_ = PostProcessor{};
-  if (config_.add_bos_token.value_or(false)) post_processor_.before = {*bos_id_};
-  if (config_.add_eos_token.value_or(false)) post_processor_.after = {*eos_id_};
+  // Each flag the config sets replaces its side of the template; the other side stays.
+  if (config_.add_bos_token) {
+    post_processor_.before.clear();
+    if (*config_.add_bos_token) post_processor_.before = {*bos_id_};
+  }
+  if (config_.add_eos_token) {
+    post_processor_.after.clear();
+    if (*config_.add_eos_token) post_processor_.after = {*eos_id_};
+  }
   return absl::OkStatus();
 }
 

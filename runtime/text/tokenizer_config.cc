@@ -77,7 +77,8 @@ absl::StatusOr<TokenizerConfig> TokenizerConfig::FromFile(const std::string& pat
   if (config.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, " is not JSON"));
   auto parsed = FromJson(config);
   if (!parsed.ok()) {
-    return absl::Status(parsed.status().code(), absl::StrCat(path, ": ", parsed.status().message()));
+    return absl::Status(parsed.status().code(),
+                        absl::StrCat(path, ": ", parsed.status().message()));
   }
   return parsed;
 }

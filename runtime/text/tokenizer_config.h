@@ -1,8 +1,8 @@
 // TokenizerConfig: what serving needs from a model's tokenizer_config.json: the special token
 // strings, whether BOS / EOS are added, and the chat template.
 //
-//   ASSIGN_OR_RETURN(TokenizerConfig config, TokenizerConfig::FromFile(dir + "/tokenizer_config.json"));
-//   if (config.add_bos_token.value_or(false)) ...
+//   ASSIGN_OR_RETURN(TokenizerConfig config, TokenizerConfig::FromFile(dir +
+//   "/tokenizer_config.json")); if (config.add_bos_token.value_or(false)) ...
 #pragma once
 
 #include <optional>

@@ -64,9 +64,8 @@ absl::Status ValidateUtf8(std::string_view text) {
     if (!p.complete) {
       const size_t bad = p.length == 1 ? pos : pos + p.length;
       const std::string what =
-          bad < text.size()
-              ? absl::StrFormat("0x%02x", static_cast<unsigned char>(text[bad]))
-              : std::string("end of text inside a multi-byte character");
+          bad < text.size() ? absl::StrFormat("0x%02x", static_cast<unsigned char>(text[bad]))
+                            : std::string("end of text inside a multi-byte character");
       return absl::InvalidArgumentError(
           absl::StrCat("invalid UTF-8 at byte ", bad, " (", what, "); text must be valid UTF-8"));
     }
@@ -80,7 +79,8 @@ char32_t DecodeChar(std::string_view text, size_t pos) {
   const size_t n = CharLength(lead);
   if (n == 1) return lead;
   char32_t cp = lead & (0x7F >> n);
-  for (size_t i = 1; i < n; ++i) cp = (cp << 6) | (static_cast<unsigned char>(text[pos + i]) & 0x3F);
+  for (size_t i = 1; i < n; ++i)
+    cp = (cp << 6) | (static_cast<unsigned char>(text[pos + i]) & 0x3F);
   return cp;
 }
 

@@ -11,7 +11,9 @@
 namespace moe::text::jinja {
 namespace {
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 std::string NormalizeNewlines(const std::string& source) {
   std::string out;
@@ -47,7 +49,9 @@ std::string Unescape(const std::string& body) {
       const size_t digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
       const std::string hex = body.substr(i + 1, digits);
       if (hex.size() == digits && std::all_of(hex.begin(), hex.end(), ::isxdigit)) {
-        AppendUtf8(static_cast<char32_t>(std::stoul(hex, nullptr, 16)), &out);
+        const unsigned long cp = std::stoul(hex, nullptr, 16);
+        const bool valid = cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+        AppendUtf8(valid ? static_cast<char32_t>(cp) : 0xFFFD, &out);
         i += digits;
       } else {
         out += absl::StrCat("\\", std::string(1, c));
@@ -75,7 +79,8 @@ absl::StatusOr<std::vector<Token>> Tokenize(const std::string& s, int line) {
     } else if (std::isdigit(static_cast<unsigned char>(c))) {
       size_t j = i;
       while (j < s.size() && (std::isdigit(static_cast<unsigned char>(s[j])) || s[j] == '_')) ++j;
-      bool is_float = j + 1 < s.size() && s[j] == '.' && std::isdigit(static_cast<unsigned char>(s[j + 1]));
+      bool is_float =
+          j + 1 < s.size() && s[j] == '.' && std::isdigit(static_cast<unsigned char>(s[j + 1]));
       if (is_float) {
         ++j;
         while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
@@ -147,7 +152,8 @@ absl::StatusOr<std::vector<Chunk>> Lex(const std::string& raw) {
     size_t open = std::min({s.find("{{", pos), s.find("{%", pos), s.find("{#", pos)});
     const size_t text_start = pos;
     std::string text = s.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
-    if (strip_next) text.erase(0, std::find_if_not(text.begin(), text.end(), IsSpace) - text.begin());
+    if (strip_next)
+      text.erase(0, std::find_if_not(text.begin(), text.end(), IsSpace) - text.begin());
     const int line = 1 + static_cast<int>(std::count(s.begin(), s.begin() + pos, '\n'));
     if (open == std::string::npos) {
       if (!text.empty()) chunks.push_back({Chunk::Type::kText, text, {}, line});
@@ -167,7 +173,8 @@ absl::StatusOr<std::vector<Chunk>> Lex(const std::string& raw) {
     if (!text.empty()) chunks.push_back({Chunk::Type::kText, text, {}, line});
     const size_t end = FindTagEnd(s, body, close);
     if (end == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("tag opened on line ", line, " is not closed with '", close, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tag opened on line ", line, " is not closed with '", close, "'"));
     }
     strip_next = end > body && s[end - 1] == '-';
     const std::string content = s.substr(body, end - body - (strip_next ? 1 : 0));

@@ -1,6 +1,8 @@
 // Recursive-descent parser for the chat-template subset of Jinja2 (see parser.h).
 #include "runtime/text/jinja/parser.h"
 
+#include <charconv>
+#include <cstdlib>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,21 @@ namespace moe::text::jinja {
 namespace {
 
 using ExprPtr = std::unique_ptr<Expr>;
+
+// Nesting limits keep hostile templates from overflowing the stack (parser and interpreter
+// both recurse along the tree).
+constexpr int kMaxExpressionDepth = 100;
+constexpr int kMaxBlockDepth = 100;
+
+// Counts one level of recursion for as long as it lives.
+class DepthGuard {
+ public:
+  explicit DepthGuard(int* depth) : depth_(depth) { ++*depth_; }
+  ~DepthGuard() { --*depth_; }
+
+ private:
+  int* depth_;
+};
 
 ExprPtr MakeExpr(Expr::Kind kind, std::string name = "") {
   auto e = std::make_unique<Expr>();
@@ -57,6 +74,8 @@ class ExprParser {
   absl::Status ExpectEnd() { return AtEnd() ? absl::OkStatus() : Error("unexpected token"); }
 
   absl::StatusOr<ExprPtr> Expression() {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxExpressionDepth) return Error("expression nested too deeply");
     ASSIGN_OR_RETURN(ExprPtr value, Or());
     if (!TakeName("if")) return value;
     ExprPtr e = MakeExpr(Expr::Kind::kCond);
@@ -64,7 +83,9 @@ class ExprParser {
     ASSIGN_OR_RETURN(ExprPtr cond, Or());
     e->args.push_back(std::move(cond));
     ExprPtr other;
-    if (TakeName("else")) ASSIGN_OR_RETURN(other, Expression());
+    if (TakeName("else")) {
+      ASSIGN_OR_RETURN(other, Expression());
+    }
     e->args.push_back(std::move(other));
     return e;
   }
@@ -90,6 +111,8 @@ class ExprParser {
   }
 
   absl::StatusOr<ExprPtr> Not() {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxExpressionDepth) return Error("expression nested too deeply");
     if (!TakeName("not")) return Compare();
     ExprPtr e = MakeExpr(Expr::Kind::kUnary, "not");
     ASSIGN_OR_RETURN(ExprPtr operand, Not());
@@ -142,6 +165,8 @@ class ExprParser {
   absl::StatusOr<ExprPtr> Power() { return Binary({"**"}, &ExprParser::Unary); }
 
   absl::StatusOr<ExprPtr> Unary() {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxExpressionDepth) return Error("expression nested too deeply");
     for (const char* op : {"-", "+"}) {
       if (TakeOp(op)) {
         ExprPtr e = MakeExpr(Expr::Kind::kUnary, op);
@@ -155,9 +180,11 @@ class ExprParser {
     return FiltersAndTests(std::move(e));
   }
 
-  absl::Status Arguments(Expr* call) {  // after '(' up to and including ')'
-    while (!TakeOp(")")) {
-      if (!call->args.empty() || !call->kwargs.empty()) RETURN_IF_ERROR(ExpectOp(","));
+  // After '(' up to and including ')'; appends to call->args (after the callee or filter
+  // input already there) and call->kwargs.
+  absl::Status Arguments(Expr* call) {
+    for (bool first = true; !TakeOp(")"); first = false) {
+      if (!first) RETURN_IF_ERROR(ExpectOp(","));
       if (TakeOp(")")) break;  // trailing comma
       if (i_ + 1 < t_.size() && t_[i_].type == Token::Type::kName && t_[i_ + 1].text == "=") {
         std::string key = t_[i_].text;
@@ -233,10 +260,12 @@ class ExprParser {
   }
 
   absl::StatusOr<ExprPtr> Primary();
+  absl::StatusOr<ExprPtr> Display(const std::string& open);
 
   const std::vector<Token>& t_;
   size_t i_ = 0;
   int line_;
+  int depth_ = 0;
 };
 
 absl::StatusOr<ExprPtr> ExprParser::Primary() {
@@ -250,19 +279,41 @@ absl::StatusOr<ExprPtr> ExprParser::Primary() {
         e->literal = Value(e->literal.AsString() + t_[i_++].text);
       }
       return e;
-    case Token::Type::kInt: e->literal = Value(static_cast<int64_t>(std::stoll(tok.text))); return e;
-    case Token::Type::kFloat: e->literal = Value(std::stod(tok.text)); return e;
-    case Token::Type::kName:
-      if (tok.text == "true" || tok.text == "True") e->literal = Value(true);
-      else if (tok.text == "false" || tok.text == "False") e->literal = Value(false);
-      else if (tok.text == "none" || tok.text == "None") e->literal = Value::None();
-      else return MakeExpr(Expr::Kind::kName, tok.text);
+    case Token::Type::kInt: {
+      int64_t value = 0;
+      auto [end, ec] = std::from_chars(tok.text.data(), tok.text.data() + tok.text.size(), value);
+      if (ec != std::errc() || end != tok.text.data() + tok.text.size()) {
+        return (--i_, Error("integer literal out of range"));
+      }
+      e->literal = Value(value);
       return e;
-    case Token::Type::kOp: break;
+    }
+    case Token::Type::kFloat:
+      e->literal = Value(std::strtod(tok.text.c_str(), nullptr));
+      return e;
+    case Token::Type::kName:
+      if (tok.text == "true" || tok.text == "True")
+        e->literal = Value(true);
+      else if (tok.text == "false" || tok.text == "False")
+        e->literal = Value(false);
+      else if (tok.text == "none" || tok.text == "None")
+        e->literal = Value::None();
+      else
+        return MakeExpr(Expr::Kind::kName, tok.text);
+      return e;
+    case Token::Type::kOp:
+      break;
   }
-  const bool list = tok.text == "[", dict = tok.text == "{", paren = tok.text == "(";
-  if (!list && !dict && !paren) return (--i_, Error("expected an expression"));
-  const char* close = list ? "]" : dict ? "}" : ")";
+  if (tok.text != "[" && tok.text != "{" && tok.text != "(") {
+    return (--i_, Error("expected an expression"));
+  }
+  return Display(tok.text);
+}
+
+// A list, dict, tuple or parenthesized expression, after its opening bracket.
+absl::StatusOr<ExprPtr> ExprParser::Display(const std::string& open) {
+  const bool dict = open == "{", paren = open == "(";
+  const char* close = open == "[" ? "]" : dict ? "}" : ")";
   ExprPtr items = MakeExpr(dict ? Expr::Kind::kDict : Expr::Kind::kList);
   bool tuple = !paren;
   while (!TakeOp(close)) {
@@ -303,11 +354,16 @@ class TemplateParser {
 
   std::vector<Chunk> chunks_;
   size_t next_ = 0;
+  int depth_ = 0;
   std::unique_ptr<ExprParser> stop_parser_;  // the stop tag's parser, after its keyword
 };
 
 absl::StatusOr<std::string> TemplateParser::ParseBody(const std::set<std::string>& stops,
                                                       Body* body) {
+  DepthGuard guard(&depth_);
+  if (depth_ > kMaxBlockDepth) {
+    return absl::InvalidArgumentError("chat template: blocks nested too deeply");
+  }
   while (next_ < chunks_.size()) {
     const Chunk& chunk = chunks_[next_++];
     auto node = std::make_unique<Node>();
@@ -398,7 +454,9 @@ absl::Status TemplateParser::ParseFor(ExprParser& p, Node* node) {
   } while (p.TakeOp(","));
   if (!p.TakeName("in")) return p.Error("expected 'in'");
   ASSIGN_OR_RETURN(node->expr, p.Or());
-  if (p.TakeName("if")) ASSIGN_OR_RETURN(node->filter, p.Or());
+  if (p.TakeName("if")) {
+    ASSIGN_OR_RETURN(node->filter, p.Or());
+  }
   if (p.TakeName("recursive")) return p.Error("recursive loops are not supported");
   RETURN_IF_ERROR(p.ExpectEnd());
   ASSIGN_OR_RETURN(std::string stop, ParseBody({"else", "endfor"}, &node->body));
@@ -412,7 +470,9 @@ absl::Status TemplateParser::ParseFor(ExprParser& p, Node* node) {
 absl::Status TemplateParser::ParseSet(ExprParser& p, Node* node) {
   node->kind = Node::Kind::kSet;
   ASSIGN_OR_RETURN(node->target, p.ExpectName());
-  if (p.TakeOp(".")) ASSIGN_OR_RETURN(node->attr, p.ExpectName());
+  if (p.TakeOp(".")) {
+    ASSIGN_OR_RETURN(node->attr, p.ExpectName());
+  }
   if (p.PeekOp(",")) return p.Error("tuple assignment in set is not supported");
   if (!p.TakeOp("=")) return p.Error("block set ({% set x %}...{% endset %}) is not supported");
   ASSIGN_OR_RETURN(node->expr, p.Expression());

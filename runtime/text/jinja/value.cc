@@ -26,13 +26,27 @@ void AppendJsonString(const std::string& s, std::string* out) {
   out->push_back('"');
   for (char c : s) {
     switch (c) {
-      case '"': *out += "\\\""; break;
-      case '\\': *out += "\\\\"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      case '\t': *out += "\\t"; break;
-      case '\b': *out += "\\b"; break;
-      case '\f': *out += "\\f"; break;
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\r':
+        *out += "\\r";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
+      case '\b':
+        *out += "\\b";
+        break;
+      case '\f':
+        *out += "\\f";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           *out += absl::StrFormat("\\u%04x", static_cast<unsigned char>(c));
@@ -76,11 +90,21 @@ void AppendJson(const Value& v, int indent, int depth, std::string* out) {
   const char* item_sep = indent < 0 ? ", " : ",";
   switch (v.kind()) {
     case Value::Kind::kUndefined:
-    case Value::Kind::kNone: *out += "null"; return;
-    case Value::Kind::kBool: *out += v.AsBool() ? "true" : "false"; return;
-    case Value::Kind::kInt: *out += absl::StrCat(v.AsInt()); return;
-    case Value::Kind::kFloat: *out += FloatRepr(v.AsFloat()); return;
-    case Value::Kind::kString: AppendJsonString(v.AsString(), out); return;
+    case Value::Kind::kNone:
+      *out += "null";
+      return;
+    case Value::Kind::kBool:
+      *out += v.AsBool() ? "true" : "false";
+      return;
+    case Value::Kind::kInt:
+      *out += absl::StrCat(v.AsInt());
+      return;
+    case Value::Kind::kFloat:
+      *out += FloatRepr(v.AsFloat());
+      return;
+    case Value::Kind::kString:
+      AppendJsonString(v.AsString(), out);
+      return;
     case Value::Kind::kList:
       if (v.AsList().empty()) {
         *out += "[]";
@@ -156,12 +180,17 @@ Value Value::MakeNamespace(Dict items) {
 
 Value Value::FromJson(const nlohmann::ordered_json& json) {
   switch (json.type()) {
-    case nlohmann::ordered_json::value_t::null: return None();
-    case nlohmann::ordered_json::value_t::boolean: return Value(json.get<bool>());
+    case nlohmann::ordered_json::value_t::null:
+      return None();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value(json.get<bool>());
     case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value(json.get<int64_t>());
-    case nlohmann::ordered_json::value_t::number_float: return Value(json.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value(json.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_unsigned:
+      return Value(json.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_float:
+      return Value(json.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value(json.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       List items;
       for (const auto& item : json) items.push_back(FromJson(item));
@@ -172,41 +201,59 @@ Value Value::FromJson(const nlohmann::ordered_json& json) {
       for (const auto& [key, item] : json.items()) items.emplace_back(key, FromJson(item));
       return MakeDict(std::move(items));
     }
-    default: return Value();
+    default:
+      return Value();
   }
 }
 
 bool Value::Truthy() const {
   switch (kind_) {
     case Kind::kUndefined:
-    case Kind::kNone: return false;
-    case Kind::kBool: return bool_;
-    case Kind::kInt: return int_ != 0;
-    case Kind::kFloat: return float_ != 0;
-    case Kind::kString: return !string_->empty();
-    case Kind::kList: return !list_->empty();
-    case Kind::kDict: return !dict_->empty();
-    case Kind::kNamespace: return true;
+    case Kind::kNone:
+      return false;
+    case Kind::kBool:
+      return bool_;
+    case Kind::kInt:
+      return int_ != 0;
+    case Kind::kFloat:
+      return float_ != 0;
+    case Kind::kString:
+      return !string_->empty();
+    case Kind::kList:
+      return !list_->empty();
+    case Kind::kDict:
+      return !dict_->empty();
+    case Kind::kNamespace:
+      return true;
   }
   return false;
 }
 
 std::string Value::Str() const {
   switch (kind_) {
-    case Kind::kUndefined: return "";
-    case Kind::kString: return *string_;
-    default: return Repr();
+    case Kind::kUndefined:
+      return "";
+    case Kind::kString:
+      return *string_;
+    default:
+      return Repr();
   }
 }
 
 std::string Value::Repr() const {
   switch (kind_) {
-    case Kind::kUndefined: return "";
-    case Kind::kNone: return "None";
-    case Kind::kBool: return bool_ ? "True" : "False";
-    case Kind::kInt: return absl::StrCat(int_);
-    case Kind::kFloat: return FloatRepr(float_);
-    case Kind::kString: return StringRepr(*string_);
+    case Kind::kUndefined:
+      return "";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return bool_ ? "True" : "False";
+    case Kind::kInt:
+      return absl::StrCat(int_);
+    case Kind::kFloat:
+      return FloatRepr(float_);
+    case Kind::kString:
+      return StringRepr(*string_);
     case Kind::kList: {
       std::string out = "[";
       for (size_t i = 0; i < list_->size(); ++i) out += (i ? ", " : "") + (*list_)[i].Repr();
@@ -267,15 +314,20 @@ bool Value::Equals(const Value& other) const {
   if (IsNumber() && other.IsNumber()) return AsFloat() == other.AsFloat();
   if ((kind_ == Kind::kBool) != (other.kind_ == Kind::kBool)) {
     // Python: True == 1; keep it simple and compare as numbers.
-    const auto num = [](const Value& v) { return v.kind_ == Kind::kBool ? (v.bool_ ? 1.0 : 0.0) : v.AsFloat(); };
+    const auto num = [](const Value& v) {
+      return v.kind_ == Kind::kBool ? (v.bool_ ? 1.0 : 0.0) : v.AsFloat();
+    };
     return (IsNumber() || other.IsNumber()) && num(*this) == num(other);
   }
   if (kind_ != other.kind_) return false;
   switch (kind_) {
     case Kind::kUndefined:
-    case Kind::kNone: return true;
-    case Kind::kBool: return bool_ == other.bool_;
-    case Kind::kString: return *string_ == *other.string_;
+    case Kind::kNone:
+      return true;
+    case Kind::kBool:
+      return bool_ == other.bool_;
+    case Kind::kString:
+      return *string_ == *other.string_;
     case Kind::kList:
       if (list_->size() != other.list_->size()) return false;
       for (size_t i = 0; i < list_->size(); ++i) {
@@ -289,7 +341,8 @@ bool Value::Equals(const Value& other) const {
         if (!other.Attr(key).Equals(value)) return false;
       }
       return true;
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -301,15 +354,24 @@ bool Value::Less(const Value& other) const {
 
 const char* Value::TypeName() const {
   switch (kind_) {
-    case Kind::kUndefined: return "undefined";
-    case Kind::kNone: return "none";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "string";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
-    case Kind::kNamespace: return "namespace";
+    case Kind::kUndefined:
+      return "undefined";
+    case Kind::kNone:
+      return "none";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "string";
+    case Kind::kList:
+      return "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kNamespace:
+      return "namespace";
   }
   return "?";
 }

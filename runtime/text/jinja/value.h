@@ -26,12 +26,12 @@ class Value {
 
   Value() = default;  // undefined
   static Value None();
-  Value(bool b);  // NOLINT: implicit, as literals are
-  Value(int64_t i);  // NOLINT
+  Value(bool b);                                    // NOLINT: implicit, as literals are
+  Value(int64_t i);                                 // NOLINT
   Value(int i) : Value(static_cast<int64_t>(i)) {}  // NOLINT
-  Value(double f);  // NOLINT
-  Value(std::string s);  // NOLINT
-  Value(const char* s) : Value(std::string(s)) {}  // NOLINT
+  Value(double f);                                  // NOLINT
+  Value(std::string s);                             // NOLINT
+  Value(const char* s) : Value(std::string(s)) {}   // NOLINT
   static Value MakeList(List items);
   static Value MakeDict(Dict items);
   static Value MakeNamespace(Dict items);  // a mutable attribute bag (namespace())

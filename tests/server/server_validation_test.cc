@@ -1,0 +1,146 @@
+// moe-server end to end, bad input: each bad Generate parameter gets INVALID_ARGUMENT naming
+// the field and the server keeps serving; a full waiting queue gives RESOURCE_EXHAUSTED;
+// bad flags (an unbuilt backend, a missing model) stop the binary with a clear message.
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/server_process.h"
+#include "tests/server/server_test_util.h"
+#include "tests/test_util.h"
+
+namespace moe::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct BadCase {
+  std::string name;
+  std::function<void(v1::GenerateRequest&)> edit;
+  std::string field;  // the message must name it
+  grpc::StatusCode code = grpc::StatusCode::INVALID_ARGUMENT;
+};
+
+v1::GenerateRequest GoodRequest() {
+  v1::GenerateRequest r;
+  r.mutable_token_ids()->mutable_ids()->Add({1, 2, 3});
+  r.mutable_stopping()->set_max_tokens(4);
+  return r;
+}
+
+std::vector<BadCase> BadCases() {
+  return {
+      {"negative temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-0.5f); }, "sampling.temperature"},
+      {"top_p zero", [](auto& r) { r.mutable_sampling()->set_top_p(0.0f); }, "sampling.top_p"},
+      {"top_p above one", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, "sampling.top_p"},
+      {"negative top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-1); }, "sampling.top_k"},
+      {"min_p above one", [](auto& r) { r.mutable_sampling()->set_min_p(2.0f); }, "sampling.min_p"},
+      {"zero repetition penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(0.0f); },
+       "sampling.repetition_penalty"},
+      {"zero choices", [](auto& r) { r.mutable_sampling()->set_n(0); }, "sampling.n"},
+      {"logit bias outside the vocabulary", [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[99999] = 1; },
+       "sampling.logit_bias[99999]"},
+      {"no input", [](auto& r) { r.clear_token_ids(); }, "input"},
+      {"empty text", [](auto& r) { r.set_text(""); }, "input.text"},
+      {"empty token ids", [](auto& r) { r.mutable_token_ids()->clear_ids(); }, "input.token_ids"},
+      {"unknown token id", [](auto& r) { r.mutable_token_ids()->add_ids(99999); }, "input.token_ids[3]"},
+      {"negative token id", [](auto& r) { r.mutable_token_ids()->set_ids(0, -4); }, "input.token_ids[0]"},
+      {"prompt longer than the context",
+       [](auto& r) {
+         for (int i = 0; i < kServerModelContext; ++i) r.mutable_token_ids()->add_ids(i % 1000);
+       },
+       "context holds 512"},
+      {"empty chat", [](auto& r) { r.mutable_chat(); }, "input.chat.messages"},
+      {"chat message without role", [](auto& r) { r.mutable_chat()->add_messages()->set_content("hi"); },
+       "input.chat.messages[0].role"},
+      {"max_tokens zero", [](auto& r) { r.mutable_stopping()->set_max_tokens(0); }, "stopping.max_tokens"},
+      {"min_tokens above max_tokens", [](auto& r) { r.mutable_stopping()->set_min_tokens(10); }, "stopping.min_tokens"},
+      {"stop token outside the vocabulary", [](auto& r) { r.mutable_stopping()->add_stop_token_ids(5000); },
+       "stopping.stop_token_ids[0]"},
+      {"empty stop string", [](auto& r) { r.mutable_stopping()->add_stop(""); }, "stopping.stop[0]"},
+      {"too many top logprobs",
+       [](auto& r) {
+         r.mutable_output()->set_logprobs(true);
+         r.mutable_output()->set_top_logprobs(21);
+       },
+       "output.top_logprobs"},
+      {"top logprobs without logprobs", [](auto& r) { r.mutable_output()->set_top_logprobs(2); }, "output.logprobs"},
+      {"request id too long", [](auto& r) { r.set_request_id(std::string(300, 'x')); }, "request_id"},
+  };
+}
+
+TEST(ServerValidationTest, EachBadParameterIsRefusedByNameAndTheServerKeepsServing) {
+  const std::string dir = MakeServerModel(ScratchDir("model"));
+  auto server = ServerProcess::Start({"--model", dir, "--kv_blocks", "256"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = Connect((*server)->address());
+  for (const BadCase& bad : BadCases()) {
+    v1::GenerateRequest request = GoodRequest();
+    bad.edit(request);
+    const Streamed s = StreamGenerate(*stub, request);
+    EXPECT_EQ(s.status.error_code(), bad.code) << bad.name << ": " << s.status.error_message();
+    EXPECT_THAT(s.status.error_message(), HasSubstr(bad.field)) << bad.name;
+    EXPECT_TRUE(s.finals.empty() && s.chunks == 0) << bad.name << " streamed something";
+  }
+  const Streamed good = StreamGenerate(*stub, GoodRequest());
+  ASSERT_TRUE(good.status.ok()) << good.status.error_message() << "\n" << (*server)->Log();
+  EXPECT_EQ(good.tokens.at(0).size(), 4u);
+  const std::string metrics = HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_EQ(MetricValue(metrics, "moe_requests_rejected_total{code=\"INVALID_ARGUMENT\"}"),
+            static_cast<double>(BadCases().size()));
+}
+
+TEST(ServerValidationTest, AFullWaitingQueueGivesResourceExhausted) {
+  const std::string dir = MakeServerModel(ScratchDir("model"));
+  // One sequence runs and one may wait, so of six long requests sent at once some must find
+  // the queue full; the accepted ones still run to their end.
+  auto server = ServerProcess::Start({"--model", dir, "--max_seqs", "1", "--queue_limit", "1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = Connect((*server)->address());
+  v1::GenerateRequest long_request = GoodRequest();
+  long_request.mutable_stopping()->set_max_tokens(300);
+  long_request.mutable_stopping()->set_ignore_eos(true);
+  std::vector<Streamed> results(6);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&, i] { results[i] = StreamGenerate(*stub, long_request); });
+  }
+  for (std::thread& t : clients) t.join();
+  int refused = 0, served = 0;
+  for (const Streamed& r : results) {
+    if (r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++refused;
+      EXPECT_THAT(r.status.error_message(), HasSubstr("queue is full"));
+    } else {
+      ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+      EXPECT_EQ(r.tokens.at(0).size(), 300u);
+      ++served;
+    }
+  }
+  EXPECT_GE(refused, 1);
+  EXPECT_GE(served, 2);
+  const Streamed later = StreamGenerate(*stub, GoodRequest());
+  EXPECT_TRUE(later.status.ok()) << later.status.error_message();
+}
+
+TEST(ServerValidationTest, BadFlagsStopTheServerWithAClearMessage) {
+  const std::string dir = MakeServerModel(ScratchDir("model"));
+  auto [code, output] = ServerProcess::RunToExit({"--model", dir, "--backend", "cuda", "--port", "0"});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(output, HasSubstr("--backend cuda"));
+  std::tie(code, output) = ServerProcess::RunToExit({"--model", dir, "--backend", "tpu"});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(output, HasSubstr("--backend must be auto, cpu or cuda"));
+  std::tie(code, output) = ServerProcess::RunToExit({"--model", "/nonexistent", "--port", "0", "--metrics_port", "-1"});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(output, HasSubstr("/nonexistent"));
+  std::tie(code, output) = ServerProcess::RunToExit({"--model", dir, "--kv_cache_memory", "lots"});
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(output, HasSubstr("--kv_cache_memory"));
+}
+
+}  // namespace
+}  // namespace moe::testing
