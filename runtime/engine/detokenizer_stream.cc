@@ -11,6 +11,11 @@ std::string DetokenizerStream::Append(int32_t token) {
   return delta.ok() ? *std::move(delta) : std::string();
 }
 
+std::string DetokenizerStream::Finish() {
+  absl::StatusOr<std::string> rest = detokenizer_.Finish();
+  return rest.ok() ? *std::move(rest) : std::string();
+}
+
 TextStreamFactory DetokenizerStreams(const text::Tokenizer& tokenizer) {
   return [&tokenizer](const Request& request) {
     return std::make_unique<DetokenizerStream>(tokenizer, request.prompt, request.skip_special_tokens);

@@ -23,6 +23,7 @@ class DetokenizerStream final : public TextStream {
   // Ids the tokenizer cannot spell (a model vocabulary padded past the tokenizer's) add no
   // text.
   std::string Append(int32_t token) override;
+  std::string Finish() override;
 
  private:
   text::IncrementalDetokenizer detokenizer_;

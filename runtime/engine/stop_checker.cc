@@ -75,7 +75,10 @@ bool StopChecker::FindStopString(Step& step) {
   return true;
 }
 
-std::string StopChecker::Flush() { return Release(/*all=*/true); }
+std::string StopChecker::Flush() {
+  if (text_ != nullptr) pending_ += text_->Finish();
+  return Release(/*all=*/true);
+}
 
 // Streams pending text except its last max_stop_len - 1 bytes (cut at a UTF-8 boundary),
 // which could still begin a stop string.

@@ -19,6 +19,8 @@ class TextStream {
   virtual ~TextStream() = default;
   // The text that `token` completes (possibly empty while a character is incomplete).
   virtual std::string Append(int32_t token) = 0;
+  // At the end of the sequence: whatever is still held, an unfinished character as U+FFFD.
+  virtual std::string Finish() { return ""; }
 };
 
 // Makes the stream of one sequence of `request` (its prompt gives the first tokens context).
