@@ -215,9 +215,13 @@ void Engine::EmitToken(Sequence& seq, const Sampled& sampled) {
   seq.tokens.push_back(sampled.token);
   if (seq.first_token == absl::InfiniteFuture()) seq.first_token = absl::Now();
   StopChecker::Step step = seq.stop->Append(sampled.token, seq.num_output());
-  OutputDelta delta{.choice = seq.choice, .token_ids = {sampled.token}, .text = std::move(step.text)};
-  if (sampled.logprobs.has_value()) delta.logprobs.push_back(*sampled.logprobs);
-  seq.sink->OnDelta(delta);
+  // One delta object reused for every token keeps the hot path free of allocations.
+  delta_.choice = seq.choice;
+  delta_.token_ids.assign(1, sampled.token);
+  delta_.text = std::move(step.text);
+  delta_.logprobs.clear();
+  if (sampled.logprobs.has_value()) delta_.logprobs.push_back(*sampled.logprobs);
+  seq.sink->OnDelta(delta_);
   if (step.finish.has_value()) Finish(seq, *step.finish, std::move(step.matched_stop));
 }
 

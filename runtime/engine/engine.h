@@ -117,6 +117,7 @@ class Engine {
   BlockManager blocks_;
   Scheduler scheduler_;
   Sampler sampler_;
+  OutputDelta delta_;  // reused by EmitToken
   std::map<std::string, RequestState> requests_;  // engine thread only
   uint64_t next_arrival_ = 0;
   int num_time_limited_ = 0;  // requests with a time limit, so most steps skip the check
