@@ -5,7 +5,11 @@ MOE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 MOE_BUILD="${MOE_BUILD:-$MOE_ROOT/build}"
 
 MOE_PACKAGES=(build-essential cmake ninja-build pkg-config libabsl-dev nlohmann-json3-dev
-              libgtest-dev libgmock-dev libpcre2-dev)
+              libgtest-dev libgmock-dev libpcre2-dev libicu-dev
+              # moe-server: gRPC + protobuf, the metrics port's HTTP library, and what the
+              # server tests' Python client needs (stubs are made with protoc's gRPC plugin).
+              libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+              libcpp-httplib-dev python3 python3-grpcio python3-protobuf)
 
 moe_install_packages() {
   local missing=()

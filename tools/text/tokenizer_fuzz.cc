@@ -1,13 +1,15 @@
 // libFuzzer target for the tokenizer: Encode and Decode on arbitrary bytes must never crash,
 // must reject exactly the inputs that are not UTF-8, must give valid UTF-8 back, and must
-// round-trip text on the lossless (byte-level, no normalizer) vocabularies.
+// round-trip text on the lossless (byte-level, no normalizer) vocabularies; the incremental
+// detokenizer must only stream valid UTF-8 for arbitrary ids.
 //
 // Built only with -DMOE_BUILD_FUZZERS=ON and clang (see tools/text/CMakeLists.txt):
 //   CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DMOE_BUILD_FUZZERS=ON -DMOE_ENABLE_CUDA=OFF
 //   cmake --build build-fuzz --target tokenizer_fuzz
 //   build-fuzz/bin/tokenizer_fuzz -max_total_time=600 -max_len=2048 corpus/
 //
-// Input layout: byte 0 picks the vocabulary, byte 1 the mode (encode text / decode ids),
+// Input layout: byte 0 picks the vocabulary, byte 1 the mode (encode text / decode ids /
+// stream ids),
 // the rest is the text or the ids (two bytes each, modulo the vocabulary size).
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/text/incremental_detokenizer.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/text/utf8.h"
 
@@ -75,13 +78,33 @@ void CheckEncode(const Vocab& vocab, std::string_view text) {
   }
 }
 
-void CheckDecode(const Vocab& vocab, std::string_view bytes) {
-  const Tokenizer& tok = *vocab.tokenizer;
+std::vector<int32_t> IdsFromBytes(const Tokenizer& tok, std::string_view bytes) {
   std::vector<int32_t> ids;
   for (size_t i = 0; i + 1 < bytes.size(); i += 2) {
-    const int v = static_cast<unsigned char>(bytes[i]) << 8 | static_cast<unsigned char>(bytes[i + 1]);
+    const int v =
+        static_cast<unsigned char>(bytes[i]) << 8 | static_cast<unsigned char>(bytes[i + 1]);
     ids.push_back(v % tok.vocab_size());
   }
+  return ids;
+}
+
+void CheckStream(const Vocab& vocab, std::string_view bytes) {
+  const Tokenizer& tok = *vocab.tokenizer;
+  const std::vector<int32_t> ids = IdsFromBytes(tok, bytes);
+  const size_t prompt = ids.size() / 3;
+  moe::text::IncrementalDetokenizer detok(tok, absl::MakeConstSpan(ids).subspan(0, prompt));
+  for (size_t i = prompt; i < ids.size(); ++i) {
+    auto delta = detok.Step(ids[i]);
+    if (!delta.ok()) return;  // a hole in the id space
+    if (!moe::text::ValidateUtf8(*delta).ok()) Fail("a streamed delta is not UTF-8", bytes);
+  }
+  auto rest = detok.Finish();
+  if (rest.ok() && !moe::text::ValidateUtf8(*rest).ok()) Fail("Finish() is not UTF-8", bytes);
+}
+
+void CheckDecode(const Vocab& vocab, std::string_view bytes) {
+  const Tokenizer& tok = *vocab.tokenizer;
+  const std::vector<int32_t> ids = IdsFromBytes(tok, bytes);
   for (bool skip : {false, true}) {
     auto text = tok.Decode(ids, {.skip_special_tokens = skip});
     if (!text.ok()) continue;  // a hole in the id space: a clear error is fine
@@ -98,6 +121,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view rest(reinterpret_cast<const char*>(data + 2), size - 2);
   if (data[1] % 4 == 0) {
     CheckDecode(vocab, rest);
+  } else if (data[1] % 4 == 1) {
+    CheckStream(vocab, rest);
   } else {
     CheckEncode(vocab, rest);
   }

@@ -8,7 +8,8 @@ import random
 
 # One or more code points from every plane that has assigned characters (and a few that don't).
 PLANES = [
-    "\u0041\u00e9\u0101\u0391\u0416\u05d0\u0627\u0905\u0e01\u10d0\u1100\u1e9e\u2603\u30a2\u4e00\uac00",
+    "\u0041\u00e9\u0101\u0391\u0416\u05d0\u0627\u0905"  # plane 0 (BMP)
+    "\u0e01\u10d0\u1100\u1e9e\u2603\u30a2\u4e00\uac00",
     "\U00010000\U0001d11e\U0001d400\U0001f600\U0001f9d1\U0001fa70\U00010348",  # plane 1 (SMP)
     "\U00020000\U0002a6d6\U0002b740\U0002f800",  # plane 2 (SIP: CJK extensions B..)
     "\U00030000\U0003134a",  # plane 3 (TIP: CJK extension G)

@@ -3,8 +3,9 @@
 
 Model hubs cannot be reached, so the vocabularies come from two places:
   * real vocabularies shipped inside PyPI packages:
-      gpt2     GPT-2's 50k byte-level BPE ranks from `openai-whisper` (whisper/assets/gpt2.tiktoken),
-               laid out as GPT-2's own tokenizer.json (ByteLevel pre-tokenizer with the GPT-2 regex).
+      gpt2     GPT-2's 50k byte-level BPE ranks from `openai-whisper`
+               (whisper/assets/gpt2.tiktoken), laid out as GPT-2's own tokenizer.json
+               (ByteLevel pre-tokenizer with the GPT-2 regex).
       mistral  Mistral-7B / Mixtral-8x7B's 32k SentencePiece BPE from `mistral-common`
                (mistral_common/data/tokenizer.model.v1), converted the way transformers'
                LlamaConverter does (legacy: Prepend + Replace normalizer, byte fallback).
@@ -16,7 +17,8 @@ Model hubs cannot be reached, so the vocabularies come from two places:
                and byte fallback, as transformers writes non-legacy Llama/Mistral tokenizers.
 
 Usage (from the repository root, in a venv with tokenizers, transformers, sentencepiece, protobuf,
-mistral-common, openai-whisper --no-deps, tiktoken):
+mistral-common, openai-whisper --no-deps, tiktoken); the chat templates of
+tests/data/chat_templates/ are copied into the configs of qwen2, mistral and gpt2:
   python tools/tokenizer_goldens/make_vocabularies.py --out tests/data/tokenizers
 """
 import argparse
@@ -31,8 +33,8 @@ from tokenizers import trainers
 
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
                  r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
-                  r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # Words for the training corpus: several scripts, code, numbers and emoji.
 WORDS = """the of and to in is was that for it with as his on be at by had are but from or have an
@@ -61,7 +63,16 @@ def training_corpus(seed=1234, lines=4000):
     return out
 
 
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data",
+                            "chat_templates")
+# Which chat template each test vocabulary carries in its tokenizer_config.json.
+CHAT_TEMPLATES = {"qwen2": "qwen3", "mistral": "mixtral", "gpt2": "olmoe"}
+
+
 def write(out_dir, name, tokenizer, config):
+    if name in CHAT_TEMPLATES:
+        with open(os.path.join(TEMPLATE_DIR, CHAT_TEMPLATES[name] + ".jinja")) as f:
+            config["chat_template"] = f.read()
     path = os.path.join(out_dir, name)
     os.makedirs(path, exist_ok=True)
     tokenizer.save(os.path.join(path, "tokenizer.json"), pretty=False)
@@ -151,7 +162,8 @@ def train_byte_level(pattern, specials, vocab_size, ignore_merges):
         pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(training_corpus(), trainer=trainer)
     return tok
@@ -187,7 +199,8 @@ def make_llama3(out_dir):
 
 def make_metaspace(out_dir):
     tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first",
+                                                 split=True)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                      decoders.Fuse(), decoders.Strip(content=" ", left=1, right=0)])
     byte_tokens = ["<0x%02X>" % b for b in range(256)]
@@ -196,7 +209,8 @@ def make_metaspace(out_dir):
     tok.train_from_iterator(training_corpus(seed=99), trainer=trainer)
     # Byte tokens are ordinary vocabulary entries in SentencePiece models, not added tokens.
     data = json.loads(tok.to_str())
-    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in ("<unk>", "<s>", "</s>")]
+    data["added_tokens"] = [t for t in data["added_tokens"]
+                            if t["content"] in ("<unk>", "<s>", "</s>")]
     tok = Tokenizer.from_str(json.dumps(data))
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)])
