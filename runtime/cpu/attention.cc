@@ -36,7 +36,9 @@ void PagedAttention(const Tensor& q, const Tensor& key_cache, const Tensor& valu
   const float* kc = key_cache.data<float>();
   const float* vc = value_cache.data<float>();
 
-#pragma omp parallel
+  int64_t work = 0;  // query-key dot products in this step, to keep small steps serial
+  for (int64_t t = 0; t < T; ++t) work += (batch.positions[t] + 1) * H * hd;
+#pragma omp parallel if (work >= (1 << 18))
   {
     std::vector<float> scores;
 #pragma omp for schedule(dynamic, 1) collapse(2)

@@ -48,7 +48,8 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   const bool convert = w.dtype() != DType::kF32;
   const int64_t num_blocks = (N + kRowBlock - 1) / kRowBlock;
 
-#pragma omp parallel
+  // Small products stay on one thread: waking a team costs more than they do.
+#pragma omp parallel if (T * N * K >= (1 << 18))
   {
     std::vector<float> wbuf(convert ? kRowBlock * K : 0);
 #pragma omp for schedule(static)

@@ -259,11 +259,14 @@ absl::StatusOr<bool> Engine::Step() {
   ExpireTimeLimits();
   const StepPlan plan = scheduler_.Schedule();
   preemptions_ += plan.preempted.size();
-  if (plan.empty()) return false;
-  for (const ScheduledSequence& s : plan.scheduled) {
-    if (s.seq->first_scheduled == absl::InfiniteFuture()) s.seq->first_scheduled = t0;
+  if (plan.empty()) {
+    PublishStats();  // aborts and expiries may have freed blocks even when nothing runs
+    return false;
   }
   absl::Time t1 = absl::Now();
+  for (const ScheduledSequence& s : plan.scheduled) {
+    if (s.seq->first_scheduled == absl::InfiniteFuture()) s.seq->first_scheduled = t1;
+  }
   const StepBatch batch = BuildBatch(plan);
   absl::Time t2 = absl::Now();
   absl::StatusOr<Tensor> logits = model_.Forward(batch, kv_);

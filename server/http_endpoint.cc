@@ -1,0 +1,43 @@
+// HttpEndpoint (see http_endpoint.h).
+#include "server/http_endpoint.h"
+
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+
+namespace moe::server {
+
+HttpEndpoint::HttpEndpoint() : server_(std::make_unique<httplib::Server>()) {}
+
+HttpEndpoint::~HttpEndpoint() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& host, int port,
+                                                                  Handlers handlers) {
+  std::unique_ptr<HttpEndpoint> http(new HttpEndpoint());
+  http->handlers_ = std::move(handlers);
+  httplib::Server& server = *http->server_;
+  server.new_task_queue = [] { return new httplib::ThreadPool(2); };  // scrapes are rare
+  server.set_payload_max_length(1 << 16);
+  server.Get("/metrics", [h = http.get()](const httplib::Request&, httplib::Response& res) {
+    res.set_content(h->handlers_.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  server.Get("/health", [h = http.get()](const httplib::Request&, httplib::Response& res) {
+    const auto [serving, state] = h->handlers_.health();
+    res.status = serving ? 200 : 503;
+    res.set_content(absl::StrCat(state, "\n"), "text/plain");
+  });
+  http->port_ =
+      port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (http->port_ < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", host, ":", port));
+  }
+  http->thread_ = std::thread([&server] { server.listen_after_bind(); });
+  return http;
+}
+
+void HttpEndpoint::Stop() {
+  if (!thread_.joinable()) return;
+  server_->stop();
+  thread_.join();
+}
+
+}  // namespace moe::server

@@ -1,0 +1,216 @@
+// moe-server: serves an MoE model over gRPC (moe.v1.Generation, grpc.health.v1, reflection)
+// with Prometheus metrics over HTTP. SIGTERM or SIGINT drains it: new requests get
+// UNAVAILABLE, open streams finish (up to --drain_timeout), then it exits 0.
+//
+//   moe-server --model /models/qwen3 --port 50051 --metrics_port 9400
+//   moe-server --model /models/qwen3 --port 0 --metrics_port 0   # free ports, printed
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "runtime/status_macros.h"
+#include "server/generation_service.h"
+#include "server/http_endpoint.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/server_options.h"
+#include "server/serving_model.h"
+#include "server/signal_watcher.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer directory (default: the model's, if it has one)");
+ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on (0.0.0.0: every interface)");
+ABSL_FLAG(int, port, 50051, "gRPC port (0: any free port)");
+ABSL_FLAG(int, metrics_port, 9400, "HTTP port of /metrics and /health (0: any free; -1: none)");
+ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
+ABSL_FLAG(int, max_batched_tokens, 2048, "token budget of one engine step");
+ABSL_FLAG(int, max_seqs, 256, "sequences running at once");
+ABSL_FLAG(std::string, kv_cache_memory, "1GiB", "KV cache size (B, KiB, MiB, GiB)");
+ABSL_FLAG(int, kv_blocks, 0, "KV cache blocks; overrides --kv_cache_memory when > 0");
+ABSL_FLAG(int, block_size, 16, "KV cache block size in tokens (a power of two)");
+ABSL_FLAG(int, queue_limit, 1024, "requests waiting at most; beyond, RESOURCE_EXHAUSTED (0: none)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "on SIGTERM, how long open streams may run before they are aborted");
+ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message received or sent");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+
+namespace moe::server {
+namespace {
+
+// "512MiB", "2GiB", "1000000".
+absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
+  const std::pair<const char*, int64_t> units[] = {
+      {"GiB", int64_t{1} << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}};
+  for (const auto& [suffix, scale] : units) {
+    if (!absl::EndsWith(text, suffix)) continue;
+    int64_t n;
+    if (absl::SimpleAtoi(text.substr(0, text.size() - strlen(suffix)), &n) && n > 0)
+      return n * scale;
+    break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--kv_cache_memory must be a positive size such as 512MiB, got \"", text, "\""));
+}
+
+absl::StatusOr<ServerOptions> OptionsFromFlags() {
+  ServerOptions o;
+  o.model.model_dir = absl::GetFlag(FLAGS_model);
+  if (o.model.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  o.model.tokenizer_dir = absl::GetFlag(FLAGS_tokenizer);
+  o.model.backend = absl::GetFlag(FLAGS_backend);
+  RETURN_IF_ERROR(ResolveBackend(o.model.backend).status());
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (o.port < 0 || o.port > 65535)
+    return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  if (o.metrics_port < -1 || o.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics_port must be in [-1, 65535]");
+  }
+  EngineOptions& e = o.model.engine;
+  e.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
+  e.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_seqs);
+  e.block_size = absl::GetFlag(FLAGS_block_size);
+  e.num_kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
+  if (e.num_kv_blocks <= 0) {
+    ASSIGN_OR_RETURN(e.kv_cache_bytes, ParseBytes(absl::GetFlag(FLAGS_kv_cache_memory)));
+  }
+  e.max_waiting_requests = absl::GetFlag(FLAGS_queue_limit);
+  if (e.max_waiting_requests < 0) return absl::InvalidArgumentError("--queue_limit must be >= 0");
+  o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (o.max_message_bytes < 1024)
+    return absl::InvalidArgumentError("--max_message_bytes must be >= 1024");
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerOptions& o,
+                                                        GenerationService& service, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(o.host, ":", o.port), grpc::InsecureServerCredentials(),
+                           port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+  builder.SetMaxSendMessageSize(o.max_message_bytes);
+  // Long streams: ping idle connections to find dead peers, and let clients ping as often
+  // as every 10 s without being told to go away.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             absl::ToInt64Milliseconds(o.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             absl::ToInt64Milliseconds(o.keepalive_timeout));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", o.host, ":", o.port));
+  }
+  service.SetHealth(server->GetHealthCheckService());
+  return server;
+}
+
+// After SIGTERM: no new requests, open streams run until done or until the drain timeout,
+// when whatever is left is aborted (each stream still gets its Final).
+void Drain(const ServerOptions& o, GenerationService& service, ServingModel& serving) {
+  service.StartDraining();
+  Log(LogLevel::kInfo,
+      absl::StrCat("draining ", service.active_streams(), " open streams (timeout ",
+                   absl::FormatDuration(o.drain_timeout), ")"));
+  if (!service.WaitForStreams(o.drain_timeout)) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("drain timeout: aborting ", service.active_streams(), " streams"));
+    serving.Stop();
+    service.WaitForStreams(absl::Seconds(5));
+  }
+}
+
+absl::Status Run(SignalWatcher& signals) {
+  ASSIGN_OR_RETURN(const ServerOptions options, OptionsFromFlags());
+  Metrics metrics;
+  GenerationService service(options, metrics);
+  int port = 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> grpc_server, StartGrpc(options, service, &port));
+  std::unique_ptr<HttpEndpoint> http;
+  if (options.metrics_port >= 0) {
+    ASSIGN_OR_RETURN(
+        http,
+        HttpEndpoint::Start(options.host, options.metrics_port,
+                            {.metrics =
+                                 [&] {
+                                   ServingModel* s = service.serving();
+                                   return metrics.Render(s ? s->engine().GetStats() : EngineStats{},
+                                                         s ? s->model().RoutedTokensPerExpert()
+                                                           : std::vector<int64_t>{},
+                                                         service.active_streams());
+                                 },
+                             .health =
+                                 [&] {
+                                   const v1::ServerInfo::State state = service.state();
+                                   return std::make_pair(state == v1::ServerInfo::STATE_SERVING,
+                                                         v1::ServerInfo::State_Name(state));
+                                 }}));
+  }
+  const std::string http_address = http ? absl::StrCat(options.host, ":", http->port()) : "none";
+  std::printf("moe-server: listening on %s:%d (gRPC), metrics on %s; loading %s\n",
+              options.host.c_str(), port, http_address.c_str(), options.model.model_dir.c_str());
+  std::fflush(stdout);
+
+  const absl::Time load_start = absl::Now();
+  absl::StatusOr<std::unique_ptr<ServingModel>> serving = ServingModel::Load(options.model);
+  if (!serving.ok()) {
+    grpc_server->Shutdown();
+    return serving.status();
+  }
+  service.StartServing(serving->get());
+  std::printf("moe-server: serving %s (%s backend, %d KV blocks of %d) on %s:%d, loaded in %s\n",
+              (*serving)->model().info().architecture.c_str(), (*serving)->backend().c_str(),
+              (*serving)->num_kv_blocks(), (*serving)->block_size(), options.host.c_str(), port,
+              absl::FormatDuration(absl::Now() - load_start).c_str());
+  std::fflush(stdout);
+
+  const int sig = signals.Wait();
+  Log(LogLevel::kInfo, absl::StrCat("got ", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+  Drain(options, service, **serving);
+  grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  if (http) http->Stop();
+  (*serving)->Stop();
+  Log(LogLevel::kInfo, "stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace moe::server
+
+int main(int argc, char** argv) {
+  moe::server::SignalWatcher signals;  // first: every later thread inherits the blocked signals
+  absl::SetProgramUsageMessage("Serves an MoE model over gRPC: moe-server --model DIR [--port N]");
+  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<moe::server::LogLevel> level =
+      moe::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    std::cerr << "moe-server: " << level.status().message() << "\n";
+    return 1;
+  }
+  moe::server::SetLogLevel(*level);
+  const absl::Status status = moe::server::Run(signals);
+  if (!status.ok()) {
+    std::cerr << "moe-server: " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}

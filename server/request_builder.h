@@ -1,0 +1,45 @@
+// Request building: a moe.v1.GenerateRequest checked field by field and turned into the
+// engine's Request (the prompt tokenized, or rendered with the chat template first), plus
+// what the stream should carry. Every error is InvalidArgument (FailedPrecondition for what
+// the model cannot do, such as text without a tokenizer) and names the field.
+//
+//   ASSIGN_OR_RETURN(BuiltRequest built, BuildRequest(proto, serving));
+//   RETURN_IF_ERROR(engine.Submit(std::move(built.request), sink));
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "moe/v1/generation.pb.h"
+#include "runtime/engine/request.h"
+#include "server/serving_model.h"
+
+namespace moe::server {
+
+struct StreamOptions {
+  bool token_ids = true;  // send token ids in chunks
+  bool text = true;       // send text in chunks
+};
+
+struct BuiltRequest {
+  Request request;  // id empty when the client gave none
+  StreamOptions stream;
+};
+
+// Limits beyond the engine's own (runtime/engine/request_validation.h).
+inline constexpr int kMaxStopStrings = 16;
+inline constexpr int kMaxStopStringBytes = 256;
+
+absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
+                                          const ServingModel& serving);
+
+// The prompt of a Generate or Tokenize input: token ids checked against the vocabulary,
+// text encoded, or chat messages rendered and encoded.
+absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_special_tokens,
+                                                const ServingModel& serving);
+absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const ServingModel& serving);
+absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
+                           const std::string& field, int vocab_size);
+
+}  // namespace moe::server

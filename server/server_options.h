@@ -1,0 +1,28 @@
+// ServerOptions: how moe-server was asked to run (its flags, checked), shared by the parts
+// that report them (GetServerInfo) or act on them (ports, limits, drain).
+//
+//   ASSIGN_OR_RETURN(ServerOptions options, ServerOptionsFromFlags());
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+#include "server/serving_model.h"
+
+namespace moe::server {
+
+inline constexpr char kServerVersion[] = "moe-server 0.1";
+
+struct ServerOptions {
+  ServingModelOptions model;
+  std::string host = "127.0.0.1";
+  int port = 50051;         // 0: any free port (printed when listening)
+  int metrics_port = 9400;  // 0: any free port; -1: no HTTP endpoint
+  absl::Duration drain_timeout = absl::Seconds(30);
+  int max_message_bytes = 4 << 20;  // received and sent gRPC messages
+  absl::Duration keepalive_time = absl::Seconds(60);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+};
+
+}  // namespace moe::server

@@ -1,0 +1,66 @@
+// ServingModel (see serving_model.h).
+#include "server/serving_model.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/engine/detokenizer_stream.h"
+#include "runtime/status_macros.h"
+#include "server/log.h"
+
+namespace moe::server {
+namespace {
+
+// The tokenizer directory to use, or "" when there is none.
+std::string TokenizerDir(const ServingModelOptions& options) {
+  if (!options.tokenizer_dir.empty()) return options.tokenizer_dir;
+  const std::filesystem::path own = std::filesystem::path(options.model_dir) / "tokenizer.json";
+  return std::filesystem::exists(own) ? options.model_dir : "";
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ResolveBackend(const std::string& backend) {
+  if (backend == "auto" || backend == "cpu") return std::string("cpu");
+  if (backend == "cuda") {
+    return absl::UnimplementedError(
+        "--backend cuda: this build has no CUDA backend yet; use --backend cpu (or auto)");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--backend must be auto, cpu or cuda, got \"", backend, "\""));
+}
+
+absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
+    const ServingModelOptions& options) {
+  std::unique_ptr<ServingModel> serving(new ServingModel());
+  ASSIGN_OR_RETURN(serving->backend_, ResolveBackend(options.backend));
+  serving->model_dir_ = options.model_dir;
+  ASSIGN_OR_RETURN(serving->model_, MoeModel::Load(options.model_dir));
+  const ModelInfo& info = serving->model_->info();
+  EngineOptions engine_options = options.engine;
+
+  if (const std::string dir = TokenizerDir(options); !dir.empty()) {
+    ASSIGN_OR_RETURN(serving->tokenizer_, text::Tokenizer::FromDirectory(dir));
+    if (serving->tokenizer_->vocab_size() > info.vocab_size) {
+      Log(LogLevel::kWarning, absl::StrCat("the tokenizer has ", serving->tokenizer_->vocab_size(),
+                                           " ids, the model ", info.vocab_size,
+                                           ": text that encodes past the model's"
+                                           " vocabulary is refused"));
+    }
+    absl::StatusOr<text::ChatTemplate> chat =
+        text::ChatTemplate::FromConfig(serving->tokenizer_->config());
+    if (chat.ok()) {
+      serving->chat_ = std::make_unique<text::ChatTemplate>(*std::move(chat));
+    } else if (!absl::IsNotFound(chat.status())) {
+      return chat.status();
+    }
+    engine_options.text_streams = DetokenizerStreams(*serving->tokenizer_);
+  }
+  ASSIGN_OR_RETURN(serving->engine_, Engine::Create(*serving->model_, engine_options));
+  serving->block_size_ = engine_options.block_size;
+  serving->num_kv_blocks_ = serving->engine_->GetStats().total_blocks;
+  serving->engine_->Start();
+  return serving;
+}
+
+}  // namespace moe::server

@@ -1,0 +1,61 @@
+// ServingModel: what the server serves, loaded once: the model on its backend, its tokenizer
+// and chat template (both optional), and the engine over them with its own thread.
+//
+//   ASSIGN_OR_RETURN(auto serving, ServingModel::Load(options));
+//   serving->engine().Submit(request, sink);
+//   serving->Stop();   // every unfinished request ends with kAborted
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "moe/moe_model.h"
+#include "runtime/engine/engine.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/text/tokenizer.h"
+
+namespace moe::server {
+
+struct ServingModelOptions {
+  std::string model_dir;
+  std::string tokenizer_dir;  // empty: the model directory, if it has a tokenizer.json
+  std::string backend = "auto";
+  EngineOptions engine;  // text_streams is filled in from the tokenizer
+};
+
+// "auto" and "cpu" give "cpu"; "cuda" fails until the CUDA backend lands.
+absl::StatusOr<std::string> ResolveBackend(const std::string& backend);
+
+class ServingModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<ServingModel>> Load(const ServingModelOptions& options);
+  ~ServingModel() { Stop(); }
+
+  Engine& engine() { return *engine_; }
+  const MoeModel& model() const { return *model_; }
+  const text::Tokenizer* tokenizer() const { return tokenizer_.get(); }    // nullptr: none
+  const text::ChatTemplate* chat_template() const { return chat_.get(); }  // nullptr: none
+  const std::string& model_dir() const { return model_dir_; }
+  const std::string& backend() const { return backend_; }
+  int num_kv_blocks() const { return num_kv_blocks_; }
+  int block_size() const { return block_size_; }
+
+  void Stop() {
+    if (engine_ != nullptr) engine_->Stop();
+  }
+
+ private:
+  ServingModel() = default;
+
+  std::string model_dir_;
+  std::string backend_;
+  int num_kv_blocks_ = 0;
+  int block_size_ = 0;
+  std::unique_ptr<MoeModel> model_;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  std::unique_ptr<text::ChatTemplate> chat_;
+  std::unique_ptr<Engine> engine_;  // last: stopped and destroyed before what it uses
+};
+
+}  // namespace moe::server
