@@ -125,28 +125,47 @@ void GenerateCall::OnFinal(const FinalOutput& final) {
     out->set_error(std::string(final.error.message()));
     Log(LogLevel::kError, absl::StrCat("request ", id_, " failed: ", final.error.ToString()));
   }
-  {
+  if (final.reason == FinishReason::kError) {
     absl::MutexLock lock(&mu_);
-    --finals_left_;
-    if (final.reason == FinishReason::kError) {
-      status_ = grpc::Status(grpc::StatusCode::INTERNAL, std::string(final.error.message()));
-    }
+    status_ = grpc::Status(grpc::StatusCode::INTERNAL, std::string(final.error.message()));
   }
   Enqueue(std::move(response));
 }
 
 void GenerateCall::Enqueue(v1::GenerateResponse response) {
+  bool overflowed = false;
   {
     absl::MutexLock lock(&mu_);
+    // Counted in the same critical section as the push, so Pump can never see "no Final
+    // left to come" while this one is still on its way into the queue.
+    if (response.has_final()) --finals_left_;
     if (cancelled_ || finished_) return;  // nobody to read it
-    if (response.has_chunk() && !pending_.empty() && pending_.back().has_chunk() &&
-        pending_.back().choice() == response.choice()) {
-      Merge(response.chunk(), pending_.back().mutable_chunk());
-      return;
+    const size_t bytes = response.ByteSizeLong();
+    // Merge into the newest queued chunk of this choice (choices interleave when n > 1) while
+    // it stays well below the message limit.
+    for (auto it = pending_.rbegin(); response.has_chunk() && it != pending_.rend(); ++it) {
+      if (it->choice() != response.choice()) continue;
+      if (it->has_chunk() && it->ByteSizeLong() + bytes < kMaxMergedChunkBytes) {
+        Merge(response.chunk(), it->mutable_chunk());
+        pending_bytes_ += bytes;
+        response.Clear();
+      }
+      break;
     }
-    response.set_request_id(id_);
-    pending_.push_back(std::move(response));
+    if (response.has_chunk() || response.has_final()) {
+      response.set_request_id(id_);
+      pending_bytes_ += bytes;
+      pending_.push_back(std::move(response));
+    }
+    // A client that stops reading must not make the server buffer without bound.
+    if (pending_bytes_ > kMaxPendingBytes) {
+      overflowed = cancelled_ = true;
+      status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                             absl::StrCat("the client is not reading its stream: ", pending_bytes_,
+                                          " bytes buffered"));
+    }
   }
+  if (overflowed) AbortInEngine();
   Pump();
 }
 
@@ -158,11 +177,14 @@ void GenerateCall::Pump() {
     if (writing_ || finished_) return;
     if (cancelled_) {
       next = Next::kFinish;
-      finish_with = grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
+      finish_with = status_.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED
+                        ? status_
+                        : grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
     } else if (!pending_.empty()) {
       next = Next::kWrite;
       in_flight_ = std::move(pending_.front());
       pending_.pop_front();
+      pending_bytes_ -= std::min(pending_bytes_, in_flight_.ByteSizeLong());
       writing_ = true;
     } else if (finals_left_ == 0) {
       next = Next::kFinish;

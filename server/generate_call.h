@@ -72,7 +72,13 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   std::vector<absl::Time> last_delta_time_;  // [n] per choice
 
   absl::Mutex mu_;
+  // Streams that fall this far behind are ended (RESOURCE_EXHAUSTED) and their request aborted.
+  static constexpr size_t kMaxPendingBytes = 16 << 20;
+  // Merged chunks stay far below the default 4 MiB message limit.
+  static constexpr size_t kMaxMergedChunkBytes = 256 << 10;
+
   std::deque<v1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int finals_left_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

@@ -43,13 +43,21 @@ GenerationService::GenerationService(const ServerOptions& options, Metrics& metr
 void GenerationService::SetHealth(grpc::HealthCheckServiceInterface* health) {
   absl::MutexLock lock(&mu_);
   health_ = health;
-  if (health_ != nullptr) health_->SetServingStatus(state_ == v1::ServerInfo::STATE_SERVING);
+  PublishHealth();
+}
+
+// Both the server as a whole ("") and moe.v1.Generation by name, for probes that ask for it.
+void GenerationService::PublishHealth() {
+  if (health_ == nullptr) return;
+  const bool serving = state_ == v1::ServerInfo::STATE_SERVING;
+  health_->SetServingStatus(serving);
+  health_->SetServingStatus(v1::Generation::service_full_name(), serving);
 }
 
 void GenerationService::SetState(v1::ServerInfo::State state) {
   absl::MutexLock lock(&mu_);
   state_ = state;
-  if (health_ != nullptr) health_->SetServingStatus(state == v1::ServerInfo::STATE_SERVING);
+  PublishHealth();
   Log(LogLevel::kInfo, absl::StrCat("state: ", StateName(state)));
 }
 

@@ -69,6 +69,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   absl::Status Register(std::string& id);
   void Unregister(const std::string& id);
   void SetState(v1::ServerInfo::State state);
+  void PublishHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ServerOptions options_;
   Metrics& metrics_;

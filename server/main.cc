@@ -176,6 +176,13 @@ absl::Status Run(SignalWatcher& signals) {
     grpc_server->Shutdown();
     return serving.status();
   }
+  if (signals.received()) {  // told to stop while loading: never start serving
+    Log(LogLevel::kInfo, "stop signal during loading; exiting without serving");
+    grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (http) http->Stop();
+    (*serving)->Stop();
+    return absl::OkStatus();
+  }
   service.StartServing(serving->get());
   std::printf("moe-server: serving %s (%s backend, %d KV blocks of %d) on %s:%d, loaded in %s\n",
               (*serving)->model().info().architecture.c_str(), (*serving)->backend().c_str(),

@@ -223,7 +223,11 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   EXPECT_THAT(error(Greedy("a", {1, 500}, 4)), HasSubstr("prompt token 1 has id 500, vocabulary is 128"));
   EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(128, 1), 4)), HasSubstr("the context holds 128"));
   EXPECT_THAT(error(Greedy("a", {1}, 0)), HasSubstr("max_tokens must be >= 1"));
-  EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(30, 1), 10)), HasSubstr("needs 10 KV blocks"));
+  EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(30, 1), 10)),
+              HasSubstr("needs 10 KV blocks, the pool has 8: max_tokens can be at most 2"));
+  Request many_stops = Greedy("a", {1}, 4);
+  many_stops.stopping.stop_token_ids.assign(5000, 3);
+  EXPECT_THAT(error(many_stops), HasSubstr("stop_token_ids has 5000 entries, at most 1024"));
   Request r = Greedy("a", {1}, 4);
   r.sampling.temperature = -1;
   EXPECT_THAT(error(r), HasSubstr("temperature must be finite and >= 0"));

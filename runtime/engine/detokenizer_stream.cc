@@ -2,11 +2,26 @@
 
 namespace moe {
 
+namespace {
+
+// The prompt ids the tokenizer can spell (a model vocabulary may be padded past it).
+std::vector<int32_t> Spellable(const text::Tokenizer& tokenizer, absl::Span<const int32_t> ids) {
+  std::vector<int32_t> out;
+  for (int32_t id : ids) {
+    if (tokenizer.IdToToken(id) != nullptr) out.push_back(id);
+  }
+  return out;
+}
+
+}  // namespace
+
 DetokenizerStream::DetokenizerStream(const text::Tokenizer& tokenizer,
                                      absl::Span<const int32_t> prompt, bool skip_special_tokens)
-    : detokenizer_(tokenizer, prompt, {.skip_special_tokens = skip_special_tokens}) {}
+    : tokenizer_(tokenizer),
+      detokenizer_(tokenizer, Spellable(tokenizer, prompt), {.skip_special_tokens = skip_special_tokens}) {}
 
 std::string DetokenizerStream::Append(int32_t token) {
+  if (tokenizer_.IdToToken(token) == nullptr) return "";  // never let it poison the window
   absl::StatusOr<std::string> delta = detokenizer_.Step(token);
   return delta.ok() ? *std::move(delta) : std::string();
 }

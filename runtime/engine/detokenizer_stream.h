@@ -26,6 +26,7 @@ class DetokenizerStream final : public TextStream {
   std::string Finish() override;
 
  private:
+  const text::Tokenizer& tokenizer_;
   text::IncrementalDetokenizer detokenizer_;
 };
 

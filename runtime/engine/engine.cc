@@ -64,10 +64,12 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
   const int prompt_len = static_cast<int>(request.prompt.size());
   request.stopping.max_tokens = std::min(request.stopping.max_tokens, info.max_context - prompt_len);
   const int blocks_needed = blocks_.BlocksFor(prompt_len + request.stopping.max_tokens);
-  if (blocks_needed > options_.num_kv_blocks) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request needs ", blocks_needed, " KV blocks (", prompt_len, " prompt + ",
-        request.stopping.max_tokens, " new tokens), the pool has ", options_.num_kv_blocks));
+  if (blocks_needed > options_.num_kv_blocks) {  // it could never run: not a retry-later
+    const int64_t fits = int64_t{options_.num_kv_blocks} * options_.block_size - prompt_len;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt_len, " tokens) + max_tokens (", request.stopping.max_tokens,
+        ") needs ", blocks_needed, " KV blocks, the pool has ", options_.num_kv_blocks,
+        fits > 0 ? absl::StrCat(": max_tokens can be at most ", fits) : ": the prompt alone is too long"));
   }
   if (!request.sampling.seed.has_value()) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};

@@ -45,8 +45,18 @@ absl::Status ValidateStopping(const StoppingParams& s, bool has_tokenizer) {
   if (!s.stop_strings.empty() && !has_tokenizer) {
     return absl::FailedPreconditionError("stop strings need a tokenizer, and the engine has none");
   }
+  if (s.stop_token_ids.size() > kMaxStopTokenIds) {
+    return Bad(absl::StrCat("stop_token_ids has ", s.stop_token_ids.size(), " entries, at most ",
+                            kMaxStopTokenIds));
+  }
+  if (s.stop_strings.size() > kMaxStopStrings) {
+    return Bad(absl::StrCat("stop has ", s.stop_strings.size(), " strings, at most ", kMaxStopStrings));
+  }
   for (const std::string& stop : s.stop_strings) {
     if (stop.empty()) return Bad("stop strings must not be empty");
+    if (stop.size() > kMaxStopStringBytes) {
+      return Bad(absl::StrCat("a stop string has ", stop.size(), " bytes, at most ", kMaxStopStringBytes));
+    }
   }
   if (s.time_limit < absl::ZeroDuration()) return Bad("time_limit must not be negative");
   return absl::OkStatus();

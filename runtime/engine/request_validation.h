@@ -19,6 +19,9 @@ inline constexpr int kMaxChoices = 128;
 inline constexpr int kMaxLogprobs = 20;
 inline constexpr int kMaxLogitBias = 1024;
 inline constexpr float kMaxAbsLogitBias = 100.0f;
+inline constexpr int kMaxStopTokenIds = 1024;
+inline constexpr int kMaxStopStrings = 64;
+inline constexpr int kMaxStopStringBytes = 1024;
 
 absl::Status ValidateRequest(const Request& request, const RequestLimits& limits);
 

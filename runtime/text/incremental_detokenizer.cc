@@ -58,8 +58,17 @@ absl::StatusOr<std::string> IncrementalDetokenizer::NewText(bool allow_unfinishe
       std::string prefix_text,
       tokenizer_.Decode(ids.subspan(prefix_offset_, read_offset_ - prefix_offset_), options_));
   ASSIGN_OR_RETURN(std::string new_text, tokenizer_.Decode(ids.subspan(prefix_offset_), options_));
-  if (new_text.size() <= prefix_text.size()) return std::string();
-  if (EndsWithReplacement(new_text) && !allow_unfinished) return std::string();
+  // A long run of ids that add no text (skipped special tokens) or never finish a character
+  // must not grow the window that every step decodes again.
+  const bool stuck = ids_.size() - read_offset_ > kMaxUnreleasedIds;
+  if (new_text.size() <= prefix_text.size()) {
+    if (stuck && new_text == prefix_text) {
+      prefix_offset_ = read_offset_;
+      read_offset_ = ids_.size();
+    }
+    return std::string();
+  }
+  if (EndsWithReplacement(new_text) && !allow_unfinished && !stuck) return std::string();
   // Decoders normally extend the text; if one rewrote the old part, resume where the two
   // agree, on a character boundary.
   const size_t start = new_text.compare(0, prefix_text.size(), prefix_text) == 0

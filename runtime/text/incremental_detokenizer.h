@@ -44,6 +44,9 @@ class IncrementalDetokenizer {
   static constexpr size_t kPromptContext = 5;
   // How many more are added, at most, so that the context does not start inside a character.
   static constexpr size_t kMaxExtraContext = 8;
+  // Ids held back at most: past this, text is released even if it ends in an unfinished
+  // character, and ids that add no text stop being re-decoded.
+  static constexpr size_t kMaxUnreleasedIds = 16;
 
  private:
   // The text that ids_[prefix_offset_, end) adds past ids_[prefix_offset_, read_offset_).

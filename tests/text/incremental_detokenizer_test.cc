@@ -118,6 +118,20 @@ TEST(DetokenizerMistralTest, KeepsTheSpaceBeforeAWordAfterThePrompt) {
   EXPECT_EQ(detok.Step(more->back()).value(), " world");
 }
 
+TEST(DetokenizerGpt2Test, ALongRunOfSkippedTokensDoesNotGrowTheWindow) {
+  auto tok = Tokenizer::FromDirectory(DataDir() + "gpt2");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::optional<int32_t> eot = (*tok)->TokenToId("<|endoftext|>");
+  auto word = (*tok)->Encode(" hello", {.add_special_tokens = false});
+  ASSERT_TRUE(eot.has_value() && word.ok());
+  IncrementalDetokenizer detok(**tok, {}, {.skip_special_tokens = true});
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(detok.Step(*eot).value(), "");
+  EXPECT_LE(detok.ids().size() - detok.prefix_offset(), 2 * (IncrementalDetokenizer::kMaxUnreleasedIds + 1));
+  std::string text;
+  for (int32_t id : *word) text += detok.Step(id).value();
+  EXPECT_EQ(text, " hello");
+}
+
 TEST(DetokenizerGpt2Test, ReportsAnUnknownId) {
   auto tok = Tokenizer::FromDirectory(DataDir() + "gpt2");
   ASSERT_TRUE(tok.ok()) << tok.status();
