@@ -1,6 +1,9 @@
 // HttpEndpoint (see http_endpoint.h).
 #include "server/http_endpoint.h"
 
+#include <chrono>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 
@@ -31,6 +34,11 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
     return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", host, ":", port));
   }
   http->thread_ = std::thread([&server] { server.listen_after_bind(); });
+  // stop() is a no-op until the listener runs: wait for it, so an early Stop() cannot leave
+  // the thread blocked in accept() forever.
+  for (int i = 0; i < 5000 && !server.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return http;
 }
 
