@@ -33,6 +33,9 @@ MoeModel::MoeModel(MoeConfig config, ModelWeights weights)
 
 absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
   const KvCacheShape& kv_shape = kv.shape();
+  if (kv.external() != nullptr) {
+    return absl::InvalidArgumentError("the CPU model needs a host KV cache, not one kept by another backend");
+  }
   if (kv_shape.num_layers != config_.num_layers || kv_shape.num_kv_heads != config_.num_kv_heads ||
       kv_shape.head_dim != config_.head_dim) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -28,4 +28,11 @@ absl::StatusOr<KvCache> KvCache::Create(const KvCacheShape& shape) {
   return cache;
 }
 
+KvCache KvCache::External(const KvCacheShape& shape, std::shared_ptr<void> storage) {
+  KvCache cache;
+  cache.shape_ = shape;
+  cache.external_ = std::move(storage);
+  return cache;
+}
+
 }  // namespace moe

@@ -22,6 +22,7 @@ struct ModelInfo {
   int head_dim = 0;
   int max_context = 0;
   std::vector<int> eos_token_ids;
+  DType kv_cache_dtype = DType::kF32;  // what one cached K/V element takes
 };
 
 class Model {
@@ -32,6 +33,10 @@ class Model {
   // One forward step: writes this step's K/V into `kv` at batch.slot_mapping, attends over
   // the paged cache and returns the logits of batch.logits_rows, [S', vocab] f32.
   virtual absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) = 0;
+
+  // The KV cache Forward reads and writes; host f32 tensors unless the backend keeps its
+  // own (a GPU backend allocates device memory).
+  virtual absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) { return KvCache::Create(shape); }
 
   // Tokens routed to each expert so far, summed over layers (for load reports); empty for
   // models without experts. Safe to call from any thread.

@@ -47,7 +47,7 @@ absl::StatusOr<GreedyOutput> RunGreedy(
     total_blocks += blocks;
     max_blocks_per_seq = std::max(max_blocks_per_seq, blocks);
   }
-  ASSIGN_OR_RETURN(KvCache kv, KvCache::Create({.num_layers = info.num_layers,
+  ASSIGN_OR_RETURN(KvCache kv, model.CreateKvCache({.num_layers = info.num_layers,
                                                 .num_blocks = static_cast<int>(total_blocks),
                                                 .block_size = bs,
                                                 .num_kv_heads = info.num_kv_heads,

@@ -16,7 +16,7 @@ namespace moe {
 int64_t KvBlocksForBudget(const ModelInfo& info, int block_size, int64_t bytes) {
   const KvCacheShape one_block{.num_layers = info.num_layers, .num_blocks = 1, .block_size = block_size,
                                .num_kv_heads = info.num_kv_heads, .head_dim = info.head_dim};
-  return bytes / static_cast<int64_t>(one_block.BlockBytes(DType::kF32));
+  return bytes / static_cast<int64_t>(one_block.BlockBytes(info.kv_cache_dtype));
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, EngineOptions options) {
@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, EngineOptio
     return absl::InvalidArgumentError("max_num_batched_tokens and max_num_seqs must be >= 1");
   }
   if (options.max_waiting_requests < 0) return absl::InvalidArgumentError("max_waiting_requests must be >= 0");
-  ASSIGN_OR_RETURN(KvCache kv, KvCache::Create({.num_layers = model.info().num_layers,
+  ASSIGN_OR_RETURN(KvCache kv, model.CreateKvCache({.num_layers = model.info().num_layers,
                                                 .num_blocks = options.num_kv_blocks,
                                                 .block_size = bs,
                                                 .num_kv_heads = model.info().num_kv_heads,

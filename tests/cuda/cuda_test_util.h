@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/check.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/device_tensor.h"
 #include "runtime/dtype.h"
@@ -79,6 +81,32 @@ inline void ExpectClose(const Tensor& expected, const Tensor& actual, Tolerance 
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << expected.numel()
                     << " elements differ; worst at flat index " << worst << ": expected "
                     << (worst >= 0 ? e[worst] : 0) << ", got " << (worst >= 0 ? a[worst] : 0);
+}
+
+// Test-only shorthands that abort on a CUDA error (the tests cannot go on without them).
+inline cuda::DeviceTensor Upload(const Tensor& t, DType dtype) {
+  auto d = cuda::DeviceTensor::FromHost(t, dtype);
+  CHECK(d.ok()) << d.status();
+  return *std::move(d);
+}
+
+inline cuda::DeviceTensor Poisoned(DType dtype, Shape shape) {
+  auto d = cuda::DeviceTensor::Empty(dtype, std::move(shape));
+  CHECK(d.ok()) << d.status();
+  CHECK(d->Poison().ok());
+  return *std::move(d);
+}
+
+inline Tensor Download(const cuda::DeviceTensor& d) {
+  auto t = d.ToHost(DType::kF32);
+  CHECK(t.ok()) << t.status();
+  return *std::move(t);
+}
+
+inline Tensor IdsTensor(const std::vector<int32_t>& ids) {
+  Tensor t = Tensor::Empty(DType::kI32, {static_cast<int64_t>(ids.size())});
+  std::copy(ids.begin(), ids.end(), t.data<int32_t>());
+  return t;
 }
 
 }  // namespace moe::testing

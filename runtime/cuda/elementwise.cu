@@ -1,0 +1,77 @@
+#include "runtime/cuda/elementwise.h"
+
+#include "runtime/check.h"
+#include "runtime/cuda/cuda_check.h"
+
+namespace moe::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+int Blocks(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+
+// Grid: x over tokens (rows), y over blocks of columns.
+__global__ void EmbedKernel(EmbedArgs a) {
+  const int64_t t = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (c >= a.hidden) return;
+  const int64_t id = a.token_ids[t];
+  a.out[t * a.hidden + c] = __bfloat162float(a.table[id * a.hidden + c]);
+}
+
+__global__ void SiluMulKernel(SiluMulArgs a) {
+  const int64_t t = blockIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (i >= a.intermediate) return;
+  const __nv_bfloat16* row = a.gate_up + t * 2 * a.intermediate;
+  const float g = __bfloat162float(row[i]);
+  const float u = __bfloat162float(row[a.intermediate + i]);
+  a.out[t * a.intermediate + i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
+}
+
+__global__ void GatherRowsKernel(GatherRowsArgs a) {
+  const int64_t r = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (c >= a.hidden) return;
+  a.out[r * a.hidden + c] = a.x[static_cast<int64_t>(a.rows[r]) * a.hidden + c];
+}
+
+__global__ void AddGatedKernel(AddGatedArgs a) {
+  const int64_t t = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (c >= a.hidden) return;
+  const float scale = a.gate != nullptr ? 1.0f / (1.0f + expf(-a.gate[t])) : 1.0f;
+  a.out[t * a.hidden + c] += scale * a.y[t * a.hidden + c];
+}
+
+}  // namespace
+
+void Embed(const EmbedArgs& args, cudaStream_t stream) {
+  CHECK(args.tokens >= 0 && args.hidden > 0);
+  if (args.tokens == 0) return;
+  EmbedKernel<<<dim3(args.tokens, Blocks(args.hidden)), kThreads, 0, stream>>>(args);
+  CUDA_CHECK_LAUNCH();
+}
+
+void SiluMul(const SiluMulArgs& args, cudaStream_t stream) {
+  CHECK(args.tokens >= 0 && args.intermediate > 0);
+  if (args.tokens == 0) return;
+  SiluMulKernel<<<dim3(args.tokens, Blocks(args.intermediate)), kThreads, 0, stream>>>(args);
+  CUDA_CHECK_LAUNCH();
+}
+
+void GatherRows(const GatherRowsArgs& args, cudaStream_t stream) {
+  CHECK(args.num_rows >= 0 && args.hidden > 0);
+  if (args.num_rows == 0) return;
+  GatherRowsKernel<<<dim3(args.num_rows, Blocks(args.hidden)), kThreads, 0, stream>>>(args);
+  CUDA_CHECK_LAUNCH();
+}
+
+void AddGated(const AddGatedArgs& args, cudaStream_t stream) {
+  CHECK(args.tokens >= 0 && args.hidden > 0);
+  if (args.tokens == 0) return;
+  AddGatedKernel<<<dim3(args.tokens, Blocks(args.hidden)), kThreads, 0, stream>>>(args);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,54 @@
+// Element-wise and gather ops on the GPU. The CPU references are in
+// runtime/cpu/elementwise.h.
+//
+// Legend: T tokens, D hidden, V vocab, I MLP width, R gathered rows.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace moe::cuda {
+
+// out [T, D] f32 = table[token_ids[t]].
+struct EmbedArgs {
+  const __nv_bfloat16* table;  // [V, D]
+  const int32_t* token_ids;    // [T], each in [0, V)
+  float* out;                  // [T, D]
+  int32_t tokens = 0;          // T
+  int32_t hidden = 0;          // D
+};
+void Embed(const EmbedArgs& args, cudaStream_t stream);
+
+// out [T, I] = silu(gate_up[:, :I]) * gate_up[:, I:], fp32 math.
+struct SiluMulArgs {
+  const __nv_bfloat16* gate_up;  // [T, 2I]
+  __nv_bfloat16* out;            // [T, I]
+  int32_t tokens = 0;            // T
+  int32_t intermediate = 0;      // I
+};
+void SiluMul(const SiluMulArgs& args, cudaStream_t stream);
+
+// out [R, D] = x[rows[r]].
+struct GatherRowsArgs {
+  const float* x;       // [T, D]
+  const int32_t* rows;  // [R], each in [0, T)
+  float* out;           // [R, D]
+  int32_t num_rows = 0; // R
+  int32_t hidden = 0;   // D
+};
+void GatherRows(const GatherRowsArgs& args, cudaStream_t stream);
+
+// out [T, D] += sigmoid(gate[t]) * y[t]   (Qwen2-MoE's shared expert), or += y when gate
+// is null (a dense MLP's output added to a zeroed buffer works the same way).
+struct AddGatedArgs {
+  const float* y;     // [T, D]
+  const float* gate;  // [T] logits, or null
+  float* out;         // [T, D]
+  int32_t tokens = 0; // T
+  int32_t hidden = 0; // D
+};
+void AddGated(const AddGatedArgs& args, cudaStream_t stream);
+
+}  // namespace moe::cuda
