@@ -1,5 +1,7 @@
 #include "runtime/cuda/elementwise.h"
 
+#include <algorithm>
+
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 
@@ -44,7 +46,36 @@ __global__ void AddGatedKernel(AddGatedArgs a) {
   a.out[t * a.hidden + c] += scale * a.y[t * a.hidden + c];
 }
 
+// splitmix64: a well-mixed 64-bit hash, so neighbouring indices give unrelated values.
+__device__ __forceinline__ uint64_t Mix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+__global__ void FillUniformKernel(FillUniformArgs a) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < a.count; i += stride) {
+    const float u = static_cast<float>(Mix(a.seed ^ Mix(i)) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+    const float x = a.offset + a.scale * u;
+    if (a.bf16) {
+      static_cast<__nv_bfloat16*>(a.data)[i] = __float2bfloat16(x);
+    } else {
+      static_cast<float*>(a.data)[i] = x;
+    }
+  }
+}
+
 }  // namespace
+
+void FillUniform(const FillUniformArgs& args, cudaStream_t stream) {
+  CHECK(args.count >= 0 && (args.data != nullptr || args.count == 0));
+  if (args.count == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>(Blocks(args.count), 65536));
+  FillUniformKernel<<<blocks, kThreads, 0, stream>>>(args);
+  CUDA_CHECK_LAUNCH();
+}
 
 void Embed(const EmbedArgs& args, cudaStream_t stream) {
   CHECK(args.tokens >= 0 && args.hidden > 0);

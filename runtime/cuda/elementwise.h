@@ -51,4 +51,16 @@ struct AddGatedArgs {
 };
 void AddGated(const AddGatedArgs& args, cudaStream_t stream);
 
+// data[i] = offset + scale * u_i, u_i uniform in [-1, 1) from a hash of (seed, i): the same
+// values on every run and device.
+struct FillUniformArgs {
+  void* data;          // [count] bf16 or f32
+  bool bf16 = true;    // else f32
+  int64_t count = 0;
+  uint64_t seed = 0;
+  float offset = 0.0f;
+  float scale = 1.0f;
+};
+void FillUniform(const FillUniformArgs& args, cudaStream_t stream);
+
 }  // namespace moe::cuda

@@ -58,14 +58,16 @@ __global__ void PrepareQkvKernel(PrepareQkvArgs a) {
   float* q = row;
   float* k = row + nq;
   float* v = row + nq + nk;
+  const int64_t q_stride = a.row_stride > 0 ? a.row_stride : nq;
+  const int64_t kv_stride = a.row_stride > 0 ? a.row_stride : nk;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     float x;
     if (i < nq) {
-      x = a.q[t * nq + i] + (a.q_bias ? a.q_bias[i] : 0.0f);
+      x = a.q[t * q_stride + i] + (a.q_bias ? a.q_bias[i] : 0.0f);
     } else if (i < nq + nk) {
-      x = a.k[t * nk + (i - nq)] + (a.k_bias ? a.k_bias[i - nq] : 0.0f);
+      x = a.k[t * kv_stride + (i - nq)] + (a.k_bias ? a.k_bias[i - nq] : 0.0f);
     } else {
-      x = a.v[t * nk + (i - nq - nk)] + (a.v_bias ? a.v_bias[i - nq - nk] : 0.0f);
+      x = a.v[t * kv_stride + (i - nq - nk)] + (a.v_bias ? a.v_bias[i - nq - nk] : 0.0f);
     }
     row[i] = x;
   }

@@ -21,9 +21,12 @@ namespace moe::cuda {
 enum class QkNormKind { kNone, kPerHead, kWholeProjection };
 
 struct PrepareQkvArgs {
-  const float* q;             // [T, H*hd] f32 projections
+  const float* q;             // [T, H*hd] f32 projections, rows `row_stride` apart
   const float* k;             // [T, KVH*hd]
   const float* v;             // [T, KVH*hd]
+  int32_t row_stride = 0;     // elements between tokens' rows; 0 = each projection packed.
+                              // A fused qkv GEMM output [T, (H + 2 KVH) hd] has q, k, v
+                              // at column offsets 0, H*hd, (H + KVH) hd and this stride.
   const float* q_bias = nullptr;  // [H*hd], or null
   const float* k_bias = nullptr;  // [KVH*hd], or null
   const float* v_bias = nullptr;  // [KVH*hd], or null

@@ -1,0 +1,66 @@
+// CudaMoeModel: the MoE transformer on one GPU, implementing runtime's Model with the same
+// math as the CPU MoeModel (moe/moe_model.h): bf16 weights and activations, fp32
+// accumulation, an fp32 residual stream, fp32 logits.
+//
+//   ASSIGN_OR_RETURN(auto model, CudaMoeModel::Load("/models/qwen3-30b-a3b", {}));
+//   ASSIGN_OR_RETURN(KvCache kv, model->CreateKvCache(shape));     // bf16 blocks on the GPU
+//   ASSIGN_OR_RETURN(Tensor logits, model->Forward(batch, kv));    // [S', V] f32 on the host
+//
+// A step enqueues every kernel on one stream with no host synchronization until the logits
+// are copied back at its end.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "moe/config.h"
+#include "moe/cuda/device_weights.h"
+#include "runtime/cuda/attention.h"
+#include "runtime/cuda/device_step_batch.h"
+#include "runtime/model.h"
+
+namespace moe::cuda {
+
+struct CudaModelOptions {
+  int32_t max_tokens = 8192;  // tokens in one step (the engine's max_num_batched_tokens)
+  int32_t max_seqs = 256;     // sequences in one step (the engine's max_num_seqs)
+};
+
+class CudaMoeModel final : public Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaMoeModel>> Load(const std::string& model_dir,
+                                                            const CudaModelOptions& options);
+  // A model over weights already on the device (tests, benchmarks with random weights).
+  static absl::StatusOr<std::unique_ptr<CudaMoeModel>> Create(MoeConfig config, DeviceWeights weights,
+                                                              const CudaModelOptions& options);
+  ~CudaMoeModel() override;
+
+  const ModelInfo& info() const override { return info_; }
+  const MoeConfig& config() const { return config_; }
+  int64_t weight_bytes() const { return weights_.bytes; }
+
+  absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) override;
+  absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
+  std::vector<int64_t> RoutedTokensPerExpert() const override;
+
+ private:
+  struct Step;  // per-step buffers and the stream
+  CudaMoeModel(MoeConfig config, DeviceWeights weights, CudaModelOptions options);
+  absl::Status Init();
+  // One layer's blocks, reading h and writing delta ([T, D] f32).
+  absl::Status Attention(int layer, const DeviceStepBatch& batch, const PagedKvLayer& kv);
+  absl::Status FeedForward(int layer, int32_t tokens);
+  // A dense SwiGLU MLP (E = 1 expert weights) on h -> out [T, D] f32.
+  absl::Status Mlp(const DeviceExpertWeights& mlp, int32_t tokens, DeviceTensor& out);
+
+  MoeConfig config_;
+  DeviceWeights weights_;
+  CudaModelOptions options_;
+  ModelInfo info_;
+  std::unique_ptr<Step> step_;
+  std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
+};
+
+}  // namespace moe::cuda

@@ -1,0 +1,190 @@
+// The whole model on the GPU against the CPU model: logits of every prompt position and
+// every decode step, and identical greedy continuations, for every golden tiny model and a
+// 4-layer model at Qwen3-30B-A3B shapes. Both backends load the same bf16 weights (the
+// golden f32 checkpoints are rounded to bf16 first), so what differs is only the GPU's bf16
+// activations. Skipped without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "gtest/gtest.h"
+#include "moe/cuda/cuda_moe_model.h"
+#include "moe/moe_model.h"
+#include "nlohmann/json.hpp"
+#include "runtime/safetensors.h"
+#include "tests/sequence_runner.h"
+#include "tests/test_util.h"
+#include "tools/random_model.h"
+
+namespace moe {
+namespace {
+
+namespace fs = std::filesystem;
+
+// max |cpu - gpu| / max |cpu| over a row of logits. bf16 activations through a few layers
+// move logits by about 1% of their range.
+constexpr double kMaxRelativeError = 3e-2;
+
+double RelativeError(const std::vector<float>& expected, const std::vector<float>& actual) {
+  double max_diff = 0, max_abs = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double diff = std::fabs(double(expected[i]) - double(actual[i]));
+    max_diff = std::isnan(diff) ? INFINITY : std::max(max_diff, diff);
+    max_abs = std::max(max_abs, std::fabs(double(expected[i])));
+  }
+  return max_diff / std::max(max_abs, 1e-30);
+}
+
+// Copies a model directory with every floating tensor rounded to bf16.
+void CopyAsBf16(const std::string& from, const std::string& to) {
+  std::ifstream in(from + "/config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["torch_dtype"] = "bfloat16";
+  config.erase("dtype");
+  std::ofstream(to + "/config.json") << config.dump(2);
+  if (fs::exists(from + "/generation_config.json")) {
+    fs::copy_file(from + "/generation_config.json", to + "/generation_config.json");
+  }
+  auto file = SafetensorsFile::Open(from + "/model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::vector<TensorSpec> specs;
+  for (const std::string& name : (*file)->names()) {
+    auto t = (*file)->Get(name);
+    ASSERT_TRUE(t.ok()) << t.status();
+    specs.push_back({name, DType::kBF16, t->shape()});
+  }
+  const absl::Status written = WriteSafetensors(
+      to + "/model.safetensors", specs, [&](const TensorSpec& spec, absl::Span<std::byte> out) {
+        const Tensor bf16 = (*file)->Get(spec.name)->To(DType::kBF16);
+        std::memcpy(out.data(), bf16.raw(), out.size());
+      });
+  ASSERT_TRUE(written.ok()) << written;
+}
+
+struct Comparison {
+  double worst_prompt = 0, worst_step = 0;
+};
+
+// Runs both models greedily and compares every kept logit row and the tokens.
+Comparison CompareGreedy(Model& cpu, Model& gpu, const std::vector<std::vector<int32_t>>& prompts,
+                         const GreedyOptions& options, const std::string& what) {
+  Comparison c;
+  auto expected = RunGreedy(cpu, prompts, options);
+  auto actual = RunGreedy(gpu, prompts, options);
+  EXPECT_TRUE(expected.ok()) << expected.status();
+  EXPECT_TRUE(actual.ok()) << actual.status();
+  if (!expected.ok() || !actual.ok()) return c;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const GreedyResult& e = expected->sequences[p];
+    const GreedyResult& a = actual->sequences[p];
+    EXPECT_EQ(e.tokens, a.tokens) << what << ": greedy continuation of prompt " << p;
+    for (size_t i = 0; i < e.prompt_logits.size(); ++i) {
+      const double err = RelativeError(e.prompt_logits[i], a.prompt_logits[i]);
+      c.worst_prompt = std::max(c.worst_prompt, err);
+      EXPECT_LE(err, kMaxRelativeError) << what << ": prompt " << p << " position " << i;
+    }
+    // Decode steps are comparable while the continuations agree.
+    const size_t steps = std::min(e.step_logits.size(), a.step_logits.size());
+    for (size_t i = 0; i < steps && e.tokens[i] == a.tokens[i]; ++i) {
+      const double err = RelativeError(e.step_logits[i], a.step_logits[i]);
+      c.worst_step = std::max(c.worst_step, err);
+      EXPECT_LE(err, kMaxRelativeError) << what << ": prompt " << p << " decode step " << i;
+    }
+  }
+  return c;
+}
+
+class CudaGoldenModelTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaGoldenModelTest, LogitsAndGreedyTokensMatchCpu) {
+  MOE_REQUIRE_GPU();
+  const std::string src = testing::DataDir() + "/models/" + GetParam();
+  const std::string dir = testing::ScratchDir("bf16");
+  CopyAsBf16(src, dir);
+  if (HasFatalFailure()) return;
+  std::ifstream in(src + "/golden.json");
+  const auto prompts = nlohmann::json::parse(in)["prompts"].get<std::vector<std::vector<int32_t>>>();
+
+  auto cpu = MoeModel::Load(dir);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  auto gpu = cuda::CudaMoeModel::Load(dir, {.max_tokens = 512, .max_seqs = 16});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  // Whole prompts at once with block 16; chunked prefill (steps mixing prefill chunks with
+  // decodes) with block 4.
+  const GreedyOptions whole{.max_new_tokens = 20, .block_size = 16, .keep_prompt_logits = true,
+                            .keep_step_logits = true};
+  GreedyOptions chunked = whole;
+  chunked.block_size = 4;
+  chunked.prefill_chunk = 5;
+  const Comparison a = CompareGreedy(**cpu, **gpu, prompts, whole, "whole prompts");
+  const Comparison b = CompareGreedy(**cpu, **gpu, prompts, chunked, "chunked prefill");
+  std::cout << GetParam() << ": max relative error vs CPU " << std::max(a.worst_prompt, b.worst_prompt)
+            << " (prompt logits), " << std::max(a.worst_step, b.worst_step) << " (decode steps)\n";
+  const auto routed = (*gpu)->RoutedTokensPerExpert();
+  int64_t total = 0;
+  for (int64_t n : routed) total += n;
+  EXPECT_GT(total, 0) << "the GPU model reports no routed tokens";
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, CudaGoldenModelTest,
+                         ::testing::Values("qwen3_moe", "qwen3_moe_top4", "mixtral", "olmoe", "qwen2_moe"));
+
+// 4 layers at Qwen3-30B-A3B's real shapes (128 experts top-8, D 2048, I 768, 32/4 heads,
+// the full vocabulary): 6.2 GB of bf16 weights written to scratch, then both backends.
+TEST(CudaModel, Qwen3_30B_A3B_FourLayersMatchCpu) {
+  MOE_REQUIRE_GPU();
+  std::ifstream in(testing::DataDir() + "/configs/qwen3-30b-a3b.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["num_hidden_layers"] = 4;
+  const std::string dir = testing::ScratchDir("qwen3-30b-a3b-4l");
+  auto written = WriteRandomModel(config, {.dtype = DType::kBF16, .seed = 7}, dir);
+  ASSERT_TRUE(written.ok()) << written.status();
+  auto cpu = MoeModel::Load(dir);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  auto gpu = cuda::CudaMoeModel::Load(dir, {.max_tokens = 256, .max_seqs = 8});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  std::vector<std::vector<int32_t>> prompts = {{}, {}, {}};
+  for (int i = 0; i < 40; ++i) prompts[0].push_back((i * 7919 + 13) % 151936);
+  for (int i = 0; i < 3; ++i) prompts[1].push_back((i * 104729 + 5) % 151936);
+  for (int i = 0; i < 17; ++i) prompts[2].push_back((i * 15485863 + 1) % 151936);
+  const Comparison c = CompareGreedy(**cpu, **gpu, prompts,
+                                     {.max_new_tokens = 8, .block_size = 16, .keep_prompt_logits = true,
+                                      .keep_step_logits = true},
+                                     "qwen3-30b-a3b 4 layers");
+  std::cout << "qwen3-30b-a3b 4 layers: max relative error vs CPU " << c.worst_prompt << " (prompt logits), "
+            << c.worst_step << " (decode steps)\n";
+  fs::remove_all(dir);
+}
+
+TEST(CudaModel, RejectsAHostKvCacheAndOversizedSteps) {
+  MOE_REQUIRE_GPU();
+  auto gpu = cuda::CudaMoeModel::Load(testing::DataDir() + "/models/qwen3_moe", {.max_tokens = 4, .max_seqs = 2});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const KvCacheShape shape{.num_layers = (*gpu)->info().num_layers, .num_blocks = 8, .block_size = 4,
+                           .num_kv_heads = (*gpu)->info().num_kv_heads, .head_dim = (*gpu)->info().head_dim};
+  auto host_kv = KvCache::Create(shape);
+  ASSERT_TRUE(host_kv.ok());
+  StepBatch b;
+  b.token_ids = {1, 2, 3, 4, 5};
+  b.positions = {0, 1, 2, 3, 4};
+  b.query_starts = {0, 5};
+  b.context_lens = {5};
+  b.max_blocks_per_seq = 2;
+  b.block_tables = {0, 1};
+  b.slot_mapping = {0, 1, 2, 3, 4};
+  b.logits_rows = {4};
+  EXPECT_EQ((*gpu)->Forward(b, *host_kv).status().code(), absl::StatusCode::kInvalidArgument);
+  auto kv = (*gpu)->CreateKvCache(shape);
+  ASSERT_TRUE(kv.ok()) << kv.status();
+  const absl::Status too_many = (*gpu)->Forward(b, *kv).status();  // 5 tokens > max_tokens 4
+  EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument) << too_many;
+  EXPECT_NE(too_many.message().find("5 tokens"), std::string::npos) << too_many;
+}
+
+}  // namespace
+}  // namespace moe
