@@ -15,11 +15,15 @@ Routing Route(const Tensor& router_logits, const RoutingParams& params) {
   std::vector<bool> taken(E);
   for (int64_t t = 0; t < T; ++t) {
     const float* logits = router_logits.Row<float>(t);
-    float max_logit = -INFINITY;
-    for (int64_t e = 0; e < E; ++e) max_logit = std::max(max_logit, logits[e]);
-    float sum = 0;
-    for (int64_t e = 0; e < E; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
-    for (int64_t e = 0; e < E; ++e) probs[e] /= sum;
+    if (params.scoring == ScoringFunc::kSigmoid) {
+      for (int64_t e = 0; e < E; ++e) probs[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+    } else {
+      float max_logit = -INFINITY;
+      for (int64_t e = 0; e < E; ++e) max_logit = std::max(max_logit, logits[e]);
+      float sum = 0;
+      for (int64_t e = 0; e < E; ++e) sum += probs[e] = std::exp(logits[e] - max_logit);
+      for (int64_t e = 0; e < E; ++e) probs[e] /= sum;
+    }
 
     int32_t* ids = r.topk_ids.Row<int32_t>(t);
     float* weights = r.topk_weights.Row<float>(t);

@@ -2,8 +2,8 @@
 //
 // Legend: T tokens, E experts, K experts per token.
 //
-//   probs = softmax(router_logits)          [T, E] f32
-//   topk_ids, topk_weights = top-k(probs)   [T, K]  ties go to the lower expert index
+//   probs = softmax(router_logits) | sigmoid(router_logits)   [T, E] f32
+//   topk_ids, topk_weights = top-k(probs)                     [T, K]  ties -> lower expert index
 //   if renormalize: topk_weights /= sum_k topk_weights
 #pragma once
 
@@ -11,9 +11,14 @@
 
 namespace moe {
 
+// How router logits become expert scores: softmax over the experts (Mixtral, Qwen, OLMoE)
+// or an independent sigmoid per expert.
+enum class ScoringFunc { kSoftmax, kSigmoid };
+
 struct RoutingParams {
   int top_k = 0;
   bool renormalize = false;
+  ScoringFunc scoring = ScoringFunc::kSoftmax;
 };
 
 struct Routing {

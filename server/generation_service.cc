@@ -223,7 +223,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
                                                           v1::ModelInfo* response) {
   absl::StatusOr<ServingModel*> serving = Serving();
   if (!serving.ok()) return Reply(context, serving.status());
-  const MoeConfig& config = (*serving)->model().config();
+  const MoeConfig& config = (*serving)->config();
   const ModelInfo& info = (*serving)->model().info();
   response->set_model_dir((*serving)->model_dir());
   response->set_architecture(info.architecture);

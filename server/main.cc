@@ -35,7 +35,7 @@ ABSL_FLAG(std::string, tokenizer, "", "tokenizer directory (default: the model's
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on (0.0.0.0: every interface)");
 ABSL_FLAG(int, port, 50051, "gRPC port (0: any free port)");
 ABSL_FLAG(int, metrics_port, 9400, "HTTP port of /metrics and /health (0: any free; -1: none)");
-ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
+ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
 ABSL_FLAG(int, max_batched_tokens, 2048, "token budget of one engine step");
 ABSL_FLAG(int, max_seqs, 256, "sequences running at once");
 ABSL_FLAG(std::string, kv_cache_memory, "1GiB", "KV cache size (B, KiB, MiB, GiB)");

@@ -20,22 +20,17 @@ std::string TokenizerDir(const ServingModelOptions& options) {
 
 }  // namespace
 
-absl::StatusOr<std::string> ResolveBackend(const std::string& backend) {
-  if (backend == "auto" || backend == "cpu") return std::string("cpu");
-  if (backend == "cuda") {
-    return absl::UnimplementedError(
-        "--backend cuda: this build has no CUDA backend yet; use --backend cpu (or auto)");
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("--backend must be auto, cpu or cuda, got \"", backend, "\""));
-}
-
 absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
     const ServingModelOptions& options) {
   std::unique_ptr<ServingModel> serving(new ServingModel());
-  ASSIGN_OR_RETURN(serving->backend_, ResolveBackend(options.backend));
   serving->model_dir_ = options.model_dir;
-  ASSIGN_OR_RETURN(serving->model_, MoeModel::Load(options.model_dir));
+  ASSIGN_OR_RETURN(LoadedModel loaded,
+                   LoadModel(options.model_dir, {.backend = options.backend,
+                                                 .max_tokens = options.engine.scheduler.max_num_batched_tokens,
+                                                 .max_seqs = options.engine.scheduler.max_num_seqs}));
+  serving->model_ = std::move(loaded.model);
+  serving->config_ = std::move(loaded.config);
+  serving->backend_ = std::move(loaded.backend);
   const ModelInfo& info = serving->model_->info();
   EngineOptions engine_options = options.engine;
 

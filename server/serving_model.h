@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "moe/moe_model.h"
+#include "moe/backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/tokenizer.h"
@@ -20,12 +20,9 @@ namespace moe::server {
 struct ServingModelOptions {
   std::string model_dir;
   std::string tokenizer_dir;  // empty: the model directory, if it has a tokenizer.json
-  std::string backend = "auto";
+  std::string backend = "auto";  // auto, cpu or cuda (moe/backend.h)
   EngineOptions engine;  // text_streams is filled in from the tokenizer
 };
-
-// "auto" and "cpu" give "cpu"; "cuda" fails until the CUDA backend lands.
-absl::StatusOr<std::string> ResolveBackend(const std::string& backend);
 
 class ServingModel {
  public:
@@ -33,7 +30,8 @@ class ServingModel {
   ~ServingModel() { Stop(); }
 
   Engine& engine() { return *engine_; }
-  const MoeModel& model() const { return *model_; }
+  const Model& model() const { return *model_; }
+  const MoeConfig& config() const { return config_; }
   const text::Tokenizer* tokenizer() const { return tokenizer_.get(); }    // nullptr: none
   const text::ChatTemplate* chat_template() const { return chat_.get(); }  // nullptr: none
   const std::string& model_dir() const { return model_dir_; }
@@ -52,7 +50,8 @@ class ServingModel {
   std::string backend_;
   int num_kv_blocks_ = 0;
   int block_size_ = 0;
-  std::unique_ptr<MoeModel> model_;
+  std::unique_ptr<Model> model_;
+  MoeConfig config_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::unique_ptr<text::ChatTemplate> chat_;
   std::unique_ptr<Engine> engine_;  // last: stopped and destroyed before what it uses

@@ -19,11 +19,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "moe/moe_model.h"
+#include "moe/backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/status_macros.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
+ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
 ABSL_FLAG(std::string, prompts, "",
           "prompts as token ids separated by spaces or commas, prompts separated by ';'");
 ABSL_FLAG(std::string, prompts_file, "", "file with one prompt of token ids per line");
@@ -90,8 +91,12 @@ absl::Status Run() {
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   ASSIGN_OR_RETURN(auto prompts, ReadPrompts());
   const absl::Time load_start = absl::Now();
-  ASSIGN_OR_RETURN(std::unique_ptr<moe::MoeModel> model, moe::MoeModel::Load(dir));
-  std::cerr << "loaded " << model->info().architecture << " from " << dir << " in "
+  ASSIGN_OR_RETURN(moe::LoadedModel loaded,
+                   moe::LoadModel(dir, {.backend = absl::GetFlag(FLAGS_backend),
+                                        .max_tokens = absl::GetFlag(FLAGS_max_batched_tokens),
+                                        .max_seqs = absl::GetFlag(FLAGS_max_seqs)}));
+  moe::Model* model = loaded.model.get();
+  std::cerr << "loaded " << model->info().architecture << " from " << dir << " on " << loaded.backend << " in "
             << absl::FormatDuration(absl::Now() - load_start) << "\n";
 
   const int block_size = absl::GetFlag(FLAGS_block_size);

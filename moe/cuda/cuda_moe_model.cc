@@ -2,13 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "moe/cuda/dispatch.h"
-#include "moe/cuda/expert_load.h"
-#include "moe/cuda/experts.h"
-#include "moe/cuda/routing.h"
+#include "moe/cuda/moe_layer.h"
 #include "runtime/checkpoint.h"
 #include "runtime/cuda/attention.h"
 #include "runtime/cuda/blas.h"
@@ -17,6 +15,7 @@
 #include "runtime/cuda/device_kv_cache.h"
 #include "runtime/cuda/device_step_batch.h"
 #include "runtime/cuda/elementwise.h"
+#include "runtime/cuda/graph_cache.h"
 #include "runtime/cuda/norm.h"
 #include "runtime/cuda/qkv.h"
 #include "runtime/status_macros.h"
@@ -56,14 +55,7 @@ struct CudaMoeModel::Step {
   DeviceTensor q, k, v;        // [T, H, hd], [T, KVH, hd] x2 bf16, after the prologue
   DeviceTensor attn;           // [T, H*hd] bf16 attention output
   DeviceTensor delta;          // [T, D] f32 a block's output, added to x by the next norm
-  DeviceTensor router_logits;  // [T, E] f32
-  DeviceTensor topk_ids;       // [T, K] i32
-  DeviceTensor topk_weights;   // [T, K] f32
-  DeviceTensor expert_offsets; // [E+1] i32
-  DeviceTensor source_token;   // [T*K] i32
-  DeviceTensor row_of;         // [T*K] i32
-  DeviceTensor ys;             // [T*K, D] f32 expert outputs
-  DeviceTensor dispatch_workspace, experts_workspace;  // raw bytes
+  std::optional<MoeLayer> moe;  // routed experts' buffers, if the model has MoE layers
   DeviceTensor mlp_gate_up;    // flat, >= [T, 2 I'] bf16 (dense MLP or shared expert)
   DeviceTensor mlp_act;        // flat, >= [T, I'] bf16
   DeviceTensor mlp_out;        // [T, D] f32
@@ -72,8 +64,13 @@ struct CudaMoeModel::Step {
   DeviceTensor last_h;         // [S', D] bf16
   DeviceTensor logits;         // [S', V] f32
   DeviceTensor routed;         // [E] i64 tokens routed this step, summed over layers
+  DeviceTensor real_tokens;    // [1] i32 tokens of the step before any graph padding
+  int32_t* real_tokens_host = nullptr;  // pinned source of real_tokens
+  GraphCache graphs;           // captured decode steps
+  bool graphs_failed = false;  // a capture failed once: decode runs eagerly from then on
 
   ~Step() {
+    if (real_tokens_host != nullptr) cudaFreeHost(real_tokens_host);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 };
@@ -129,8 +126,7 @@ absl::Status CudaMoeModel::Init() {
   s.blas.emplace(std::move(blas));
   const int64_t T = options_.max_tokens, S = options_.max_seqs, D = c.hidden_size;
   const int64_t H = c.num_heads, KVH = c.num_kv_heads, hd = c.head_dim;
-  const int64_t E = std::max(c.num_experts, 1), K = std::max(c.top_k, 1), N = T * K;
-  const int64_t I = std::max<int64_t>(c.expert_intermediate_size, 1), mlp = std::max<int64_t>(MlpWidth(c), 1);
+  const int64_t E = std::max(c.num_experts, 1), mlp = std::max<int64_t>(MlpWidth(c), 1);
   auto alloc = [](DeviceTensor& t, DType dtype, Shape shape) -> absl::Status {
     ASSIGN_OR_RETURN(t, DeviceTensor::Empty(dtype, std::move(shape)));
     return absl::OkStatus();
@@ -143,16 +139,16 @@ absl::Status CudaMoeModel::Init() {
   RETURN_IF_ERROR(alloc(s.v, DType::kBF16, {T, KVH, hd}));
   RETURN_IF_ERROR(alloc(s.attn, DType::kBF16, {T, H * hd}));
   RETURN_IF_ERROR(alloc(s.delta, DType::kF32, {T, D}));
-  RETURN_IF_ERROR(alloc(s.router_logits, DType::kF32, {T, E}));
-  RETURN_IF_ERROR(alloc(s.topk_ids, DType::kI32, {T, K}));
-  RETURN_IF_ERROR(alloc(s.topk_weights, DType::kF32, {T, K}));
-  RETURN_IF_ERROR(alloc(s.expert_offsets, DType::kI32, {E + 1}));
-  RETURN_IF_ERROR(alloc(s.source_token, DType::kI32, {N}));
-  RETURN_IF_ERROR(alloc(s.row_of, DType::kI32, {N}));
-  RETURN_IF_ERROR(alloc(s.ys, DType::kF32, {N, D}));
-  const int64_t dispatch_bytes = DispatchWorkspaceBytes(T, K, E), experts_bytes = ExpertsWorkspaceBytes(N, E, I);
-  RETURN_IF_ERROR(alloc(s.dispatch_workspace, DType::kI32, {dispatch_bytes / 4 + 1}));
-  RETURN_IF_ERROR(alloc(s.experts_workspace, DType::kI32, {experts_bytes / 4 + 1}));
+  if (c.num_experts > 0) {
+    ASSIGN_OR_RETURN(MoeLayer moe, MoeLayer::Create({.max_tokens = options_.max_tokens,
+                                                     .hidden = c.hidden_size,
+                                                     .num_experts = c.num_experts,
+                                                     .top_k = c.top_k,
+                                                     .intermediate = c.expert_intermediate_size,
+                                                     .scoring = ScoringFunc::kSoftmax,
+                                                     .renormalize = c.norm_topk_prob}));
+    s.moe.emplace(std::move(moe));
+  }
   RETURN_IF_ERROR(alloc(s.mlp_gate_up, DType::kBF16, {T * 2 * mlp}));
   RETURN_IF_ERROR(alloc(s.mlp_act, DType::kBF16, {T * mlp}));
   RETURN_IF_ERROR(alloc(s.mlp_out, DType::kF32, {T, D}));
@@ -162,6 +158,9 @@ absl::Status CudaMoeModel::Init() {
   RETURN_IF_ERROR(alloc(s.last_h, DType::kBF16, {S, D}));
   RETURN_IF_ERROR(alloc(s.logits, DType::kF32, {S, c.vocab_size}));
   RETURN_IF_ERROR(alloc(s.routed, DType::kI64, {E}));
+  RETURN_IF_ERROR(alloc(s.real_tokens, DType::kI32, {1}));
+  CUDA_RETURN_IF_ERROR(cudaHostAlloc(reinterpret_cast<void**>(&s.real_tokens_host), sizeof(int32_t),
+                                     cudaHostAllocDefault));
   const std::vector<float> inv_freq = RopeInverseFrequencies(c.rope_theta, c.head_dim);
   Tensor host_inv = Tensor::Empty(DType::kF32, {hd / 2});
   std::copy(inv_freq.begin(), inv_freq.end(), host_inv.data<float>());
@@ -178,6 +177,7 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
                                                    config_.head_dim));
   }
   ASSIGN_OR_RETURN(KvCache kv, DeviceKvCache::Create(shape));
+  step_->graphs.Clear();  // they write the KV cache they were captured with
   // Step arrays and the attention workspace are sized for the longest context this cache
   // can hold, and only grow if a later cache holds longer ones.
   const int64_t bs = shape.block_size;
@@ -188,6 +188,7 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
     ASSIGN_OR_RETURN(StepBatchUploader up, StepBatchUploader::Create({.max_tokens = options_.max_tokens,
                                                                        .max_seqs = options_.max_seqs,
                                                                        .max_blocks_per_seq = blocks_per_seq}));
+    s.graphs.Clear();  // they read the old step arrays
     s.uploader.emplace(std::move(up));
     const size_t bytes = PagedAttentionWorkspaceBytes(options_.max_tokens, config_.num_heads, config_.head_dim,
                                                       static_cast<int32_t>(max_context));
@@ -207,11 +208,20 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
                                             .num_blocks = kv_shape.num_blocks,
                                             .block_size = kv_shape.block_size,
                                             .max_context = config_.max_position_embeddings}));
+  if (batch.num_tokens() == 0) return Tensor::Empty(DType::kF32, {0, config_.vocab_size});
+  const int32_t S = batch.num_seqs();
+  const bool decode = batch.num_tokens() == S && static_cast<int32_t>(batch.logits_rows.size()) == S;
+  if (decode && S <= options_.max_graph_batch && !s.graphs_failed) return DecodeWithGraph(batch, *cache);
   ASSIGN_OR_RETURN(const DeviceStepBatch d, s.uploader->Upload(batch, s.stream));
-  const int32_t T = d.num_tokens, R = d.num_logits_rows, D = config_.hidden_size;
-  if (T == 0) return Tensor::Empty(DType::kF32, {0, config_.vocab_size});
-  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(s.routed.raw(), 0, s.routed.nbytes(), s.stream));
+  RETURN_IF_ERROR(SetRealTokens(d.num_tokens));
+  RETURN_IF_ERROR(EnqueueStep(d, *cache));
+  return FinishStep(d.num_logits_rows);
+}
 
+absl::Status CudaMoeModel::EnqueueStep(const DeviceStepBatch& d, const DeviceKvCache& cache) {
+  Step& s = *step_;
+  const int32_t T = d.num_tokens, R = d.num_logits_rows, D = config_.hidden_size;
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(s.routed.raw(), 0, s.routed.nbytes(), s.stream));
   Embed({.table = weights_.embed_tokens.data<bf16>(), .token_ids = d.token_ids, .out = s.x.data<float>(),
          .tokens = T, .hidden = D}, s.stream);
   const float eps = config_.rms_norm_eps;
@@ -221,7 +231,7 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
     AddRmsNorm({.residual = s.x.data<float>(), .delta = l > 0 ? s.delta.data<float>() : nullptr,
                 .weight = layer.input_norm.data<float>(), .out = s.h.data<bf16>(), .rows = T, .cols = D,
                 .eps = eps}, s.stream);
-    RETURN_IF_ERROR(Attention(l, d, cache->Layer(l)));
+    RETURN_IF_ERROR(Attention(l, d, cache.Layer(l)));
     AddRmsNorm({.residual = s.x.data<float>(), .delta = s.delta.data<float>(),
                 .weight = layer.post_attention_norm.data<float>(), .out = s.h.data<bf16>(), .rows = T,
                 .cols = D, .eps = eps}, s.stream);
@@ -235,9 +245,20 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
   AddRmsNorm({.residual = s.last_x.data<float>(), .delta = s.last_delta.data<float>(),
               .weight = weights_.final_norm.data<float>(), .out = s.last_h.data<bf16>(), .rows = R, .cols = D,
               .eps = eps}, s.stream);
-  RETURN_IF_ERROR(s.blas->Linear(s.last_h, weights_.lm_head, s.logits, R));
+  return s.blas->Linear(s.last_h, weights_.lm_head, s.logits, R);
+}
 
-  Tensor logits = Tensor::Empty(DType::kF32, {R, config_.vocab_size});  // [S', V]
+absl::Status CudaMoeModel::SetRealTokens(int32_t tokens) {
+  Step& s = *step_;
+  *s.real_tokens_host = tokens;  // the previous step finished (FinishStep waited), so no copy reads it
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.real_tokens.raw(), s.real_tokens_host, sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, s.stream));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> CudaMoeModel::FinishStep(int32_t rows) {
+  Step& s = *step_;
+  Tensor logits = Tensor::Empty(DType::kF32, {rows, config_.vocab_size});  // [S', V]
   std::vector<int64_t> routed(config_.num_experts);
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.raw(), s.logits.raw(), logits.nbytes(), cudaMemcpyDeviceToHost,
                                        s.stream));
@@ -245,6 +266,64 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
                                        cudaMemcpyDeviceToHost, s.stream));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
   for (int e = 0; e < config_.num_experts; ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
+  return logits;
+}
+
+namespace {
+
+int32_t PowerOfTwoAtLeast(int32_t n) {
+  int32_t p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+// `batch` (one token per sequence) plus one-token sequences up to `size`, each at position
+// 0 in the scratch block; their logits rows come after the real ones.
+StepBatch PadDecodeBatch(const StepBatch& batch, int32_t size, int32_t scratch_block, int32_t block_size) {
+  StepBatch b = batch;
+  for (int32_t s = batch.num_seqs(); s < size; ++s) {
+    b.token_ids.push_back(0);
+    b.positions.push_back(0);
+    b.query_starts.push_back(s + 1);
+    b.context_lens.push_back(1);
+    b.block_tables.insert(b.block_tables.end(), b.max_blocks_per_seq, scratch_block);
+    b.slot_mapping.push_back(int64_t{scratch_block} * block_size);
+    b.logits_rows.push_back(s);
+  }
+  return b;
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> CudaMoeModel::DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache) {
+  Step& s = *step_;
+  const int32_t largest = std::min({options_.max_graph_batch, options_.max_seqs, options_.max_tokens});
+  const int32_t size = std::max(std::min(PowerOfTwoAtLeast(batch.num_seqs()), largest), batch.num_seqs());
+  const StepBatch padded = PadDecodeBatch(batch, size, cache.scratch_block(),
+                                          cache.shape().block_size);
+  ASSIGN_OR_RETURN(DeviceStepBatch d, s.uploader->Upload(padded, s.stream));
+  // The decode kernel's grid follows the longest context: bucket it by powers of two (at
+  // least 512, at most what the attention workspace was sized for) so a graph serves many
+  // steps. Only the grid depends on it; each sequence still reads its own context length.
+  const int32_t context_cap = static_cast<int32_t>(std::min<int64_t>(
+      config_.max_position_embeddings, int64_t{cache.shape().num_blocks} * cache.shape().block_size));
+  d.max_context_len = std::min(std::max(PowerOfTwoAtLeast(d.max_context_len), 512), context_cap);
+  RETURN_IF_ERROR(SetRealTokens(batch.num_tokens()));  // padding is not counted as routed
+  const GraphCache::Key key{d.num_seqs, d.max_context_len};
+  if (GraphCache::Exec* exec = s.graphs.Find(key)) {
+    RETURN_IF_ERROR(s.graphs.Launch(*exec, s.stream));
+    return FinishStep(batch.num_seqs());
+  }
+  // First step at this key: run it eagerly (which also warms cuBLAS up for these shapes),
+  // then capture it for the next ones.
+  RETURN_IF_ERROR(EnqueueStep(d, cache));
+  ASSIGN_OR_RETURN(Tensor logits, FinishStep(batch.num_seqs()));
+  const absl::Status captured = s.graphs.Capture(key, s.stream, [&] { return EnqueueStep(d, cache); });
+  if (!captured.ok()) {
+    s.graphs_failed = true;
+    std::fprintf(stderr, "moe: CUDA graph capture failed, decode steps run without graphs: %s\n",
+                 captured.ToString().c_str());
+  }
   return logits;
 }
 
@@ -286,25 +365,10 @@ absl::Status CudaMoeModel::FeedForward(int l, int32_t T) {
   const DeviceFeedForwardWeights& w = weights_.layers[l].ffn;
   Step& s = *step_;
   if (!w.is_moe()) return Mlp(w.experts, T, s.delta);
-  const MoeConfig& c = config_;
-  const int32_t E = c.num_experts, K = c.top_k, D = c.hidden_size;
-  RETURN_IF_ERROR(s.blas->Linear(s.h, w.router, s.router_logits, T));
-  Route({.router_logits = s.router_logits.data<float>(), .topk_ids = s.topk_ids.data<int32_t>(),
-         .topk_weights = s.topk_weights.data<float>(), .num_tokens = T, .num_experts = E, .top_k = K,
-         .scoring = ScoringFunc::kSoftmax, .renormalize = c.norm_topk_prob}, s.stream);
-  const DeviceDispatchPlan plan{.expert_offsets = s.expert_offsets.data<int32_t>(),
-                                .source_token = s.source_token.data<int32_t>(),
-                                .row_of = s.row_of.data<int32_t>()};
-  Dispatch({.topk_ids = s.topk_ids.data<int32_t>(), .plan = plan, .num_tokens = T, .top_k = K, .num_experts = E},
-           s.dispatch_workspace.raw(), s.stream);
-  AccumulateRoutedTokens(plan.expert_offsets, s.routed.data<int64_t>(), E, s.stream);
-  RunExperts({.x = s.h.data<bf16>(), .expert_offsets = plan.expert_offsets, .source_token = plan.source_token,
-              .gate_up = w.experts.gate_up.data<bf16>(), .down = w.experts.down.data<bf16>(),
-              .ys = s.ys.data<float>(), .num_tokens = T, .num_rows = T * K, .num_experts = E, .hidden = D,
-              .intermediate = w.experts.intermediate()},
-             s.experts_workspace.raw(), s.stream);
-  Combine({.ys = s.ys.data<float>(), .row_of = plan.row_of, .topk_weights = s.topk_weights.data<float>(),
-           .out = s.delta.data<float>(), .num_tokens = T, .top_k = K, .hidden = D}, s.stream);
+  const int32_t D = config_.hidden_size;
+  if (!s.moe.has_value()) return absl::InternalError("an MoE layer in a model made without experts");
+  const RoutedTokenCount routed{.counts = s.routed.data<int64_t>(), .num_tokens = s.real_tokens.data<int32_t>()};
+  RETURN_IF_ERROR(s.moe->Run(*s.blas, s.stream, s.h, T, w.router, w.experts, s.delta, &routed));
   if (w.shared.defined()) {
     RETURN_IF_ERROR(Mlp(w.shared, T, s.mlp_out));
     RETURN_IF_ERROR(s.blas->Linear(s.h, w.shared_gate, s.shared_gate, T));

@@ -7,7 +7,10 @@
 //   ASSIGN_OR_RETURN(Tensor logits, model->Forward(batch, kv));    // [S', V] f32 on the host
 //
 // A step enqueues every kernel on one stream with no host synchronization until the logits
-// are copied back at its end.
+// are copied back at its end. Decode steps replay as CUDA graphs (see CudaModelOptions):
+// the batch is padded with one-token sequences that write their K/V to the cache's scratch
+// block, and captured once per (padded batch, context bucket); RoutedTokensPerExpert
+// counts real tokens only.
 #pragma once
 
 #include <atomic>
@@ -18,6 +21,7 @@
 #include "moe/config.h"
 #include "moe/cuda/device_weights.h"
 #include "runtime/cuda/attention.h"
+#include "runtime/cuda/device_kv_cache.h"
 #include "runtime/cuda/device_step_batch.h"
 #include "runtime/model.h"
 
@@ -26,6 +30,9 @@ namespace moe::cuda {
 struct CudaModelOptions {
   int32_t max_tokens = 8192;  // tokens in one step (the engine's max_num_batched_tokens)
   int32_t max_seqs = 256;     // sequences in one step (the engine's max_num_seqs)
+  // Decode steps (one token per sequence) of up to this many sequences replay as one CUDA
+  // graph each, the batch padded up to a power of two; 0 turns graphs off.
+  int32_t max_graph_batch = 256;
 };
 
 class CudaMoeModel final : public Model {
@@ -49,6 +56,13 @@ class CudaMoeModel final : public Model {
   struct Step;  // per-step buffers and the stream
   CudaMoeModel(MoeConfig config, DeviceWeights weights, CudaModelOptions options);
   absl::Status Init();
+  // Enqueues the step from the embedding to the logits in Step::logits; no host sync.
+  absl::Status EnqueueStep(const DeviceStepBatch& batch, const DeviceKvCache& cache);
+  // Tells the routed-token count how many of the step's tokens are real (not padding).
+  absl::Status SetRealTokens(int32_t tokens);
+  // Copies the first `rows` logits rows back and waits for the stream.
+  absl::StatusOr<Tensor> FinishStep(int32_t rows);
+  absl::StatusOr<Tensor> DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache);
   // One layer's blocks, reading h and writing delta ([T, D] f32).
   absl::Status Attention(int layer, const DeviceStepBatch& batch, const PagedKvLayer& kv);
   absl::Status FeedForward(int layer, int32_t tokens);

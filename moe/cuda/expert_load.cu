@@ -6,18 +6,23 @@
 namespace moe::cuda {
 namespace {
 
-__global__ void AccumulateRoutedTokensKernel(const int32_t* offsets, int64_t* counts, int32_t E) {
-  const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e < E) counts[e] += offsets[e + 1] - offsets[e];
+__global__ void AccumulateRoutedTokensKernel(const int32_t* topk_ids, int32_t max_tokens, int32_t K, int32_t E,
+                                             RoutedTokenCount count) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t{max_tokens} * K || i / K >= *count.num_tokens) return;
+  const int32_t e = topk_ids[i];
+  if (e >= 0 && e < E) atomicAdd(reinterpret_cast<unsigned long long*>(count.counts + e), 1ull);
 }
 
 }  // namespace
 
-void AccumulateRoutedTokens(const int32_t* expert_offsets, int64_t* counts, int32_t num_experts,
-                            cudaStream_t stream) {
-  CHECK(num_experts > 0);
-  AccumulateRoutedTokensKernel<<<(num_experts + 255) / 256, 256, 0, stream>>>(expert_offsets, counts,
-                                                                             num_experts);
+void AccumulateRoutedTokens(const int32_t* topk_ids, int32_t max_tokens, int32_t top_k, int32_t num_experts,
+                            const RoutedTokenCount& count, cudaStream_t stream) {
+  CHECK(max_tokens >= 0 && top_k > 0 && num_experts > 0 && count.counts && count.num_tokens);
+  const int64_t n = int64_t{max_tokens} * top_k;
+  if (n == 0) return;
+  AccumulateRoutedTokensKernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
+      topk_ids, max_tokens, top_k, num_experts, count);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,5 @@
-// Routed-token counts per expert, accumulated on the GPU from each layer's dispatch plan
-// (for load reports: Model::RoutedTokensPerExpert).
+// Routed-token counts per expert, accumulated on the GPU from each layer's routing (for
+// load reports: Model::RoutedTokensPerExpert).
 #pragma once
 
 #include <cstdint>
@@ -8,8 +8,14 @@
 
 namespace moe::cuda {
 
-// counts[e] += expert_offsets[e + 1] - expert_offsets[e] for e in [0, E).
-void AccumulateRoutedTokens(const int32_t* expert_offsets /* [E+1] */, int64_t* counts /* [E] */,
-                            int32_t num_experts, cudaStream_t stream);
+struct RoutedTokenCount {
+  int64_t* counts = nullptr;              // [E] += tokens routed to each expert
+  const int32_t* num_tokens = nullptr;    // device scalar: only tokens t < *num_tokens count
+                                          // (a padded graph step's padding does not)
+};
+
+// counts[topk_ids[t, k]] += 1 for t < *num_tokens, k < K; rows up to max_tokens are read.
+void AccumulateRoutedTokens(const int32_t* topk_ids /* [T, K] */, int32_t max_tokens, int32_t top_k,
+                            int32_t num_experts, const RoutedTokenCount& count, cudaStream_t stream);
 
 }  // namespace moe::cuda

@@ -17,7 +17,7 @@ absl::StatusOr<KvCache> DeviceKvCache::Create(const KvCacheShape& shape) {
   RETURN_IF_ERROR(KvCache::Create(one_layer_probe).status());
   auto cache = std::make_shared<DeviceKvCache>();
   cache->shape_ = shape;
-  const Shape layer_shape = {shape.num_blocks, shape.block_size, shape.num_kv_heads, shape.head_dim};
+  const Shape layer_shape = {shape.num_blocks + 1, shape.block_size, shape.num_kv_heads, shape.head_dim};
   for (int l = 0; l < shape.num_layers; ++l) {
     ASSIGN_OR_RETURN(DeviceTensor k, DeviceTensor::Empty(DType::kBF16, layer_shape));
     ASSIGN_OR_RETURN(DeviceTensor v, DeviceTensor::Empty(DType::kBF16, layer_shape));
@@ -38,7 +38,7 @@ DeviceKvCache* DeviceKvCache::FromKvCache(const KvCache& kv) {
 PagedKvLayer DeviceKvCache::Layer(int layer) const {
   return PagedKvLayer{.key = keys_[layer].data<__nv_bfloat16>(),
                       .value = values_[layer].data<__nv_bfloat16>(),
-                      .num_blocks = shape_.num_blocks,
+                      .num_blocks = shape_.num_blocks + 1,
                       .block_size = shape_.block_size,
                       .num_kv_heads = shape_.num_kv_heads,
                       .head_dim = shape_.head_dim};

@@ -22,7 +22,10 @@ class DeviceKvCache {
   static DeviceKvCache* FromKvCache(const KvCache& kv);
 
   const KvCacheShape& shape() const { return shape_; }
+  // Layer views cover one block more than shape().num_blocks: the scratch block, which no
+  // sequence owns, where the padding rows of a captured decode graph write their K/V.
   PagedKvLayer Layer(int layer) const;
+  int32_t scratch_block() const { return shape_.num_blocks; }
 
  private:
   // Tells a DeviceKvCache from another backend's storage behind KvCache::external().

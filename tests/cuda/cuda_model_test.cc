@@ -72,7 +72,8 @@ struct Comparison {
 
 // Runs both models greedily and compares every kept logit row and the tokens.
 Comparison CompareGreedy(Model& cpu, Model& gpu, const std::vector<std::vector<int32_t>>& prompts,
-                         const GreedyOptions& options, const std::string& what) {
+                         const GreedyOptions& options, const std::string& what,
+                         double bound = kMaxRelativeError) {
   Comparison c;
   auto expected = RunGreedy(cpu, prompts, options);
   auto actual = RunGreedy(gpu, prompts, options);
@@ -86,14 +87,14 @@ Comparison CompareGreedy(Model& cpu, Model& gpu, const std::vector<std::vector<i
     for (size_t i = 0; i < e.prompt_logits.size(); ++i) {
       const double err = RelativeError(e.prompt_logits[i], a.prompt_logits[i]);
       c.worst_prompt = std::max(c.worst_prompt, err);
-      EXPECT_LE(err, kMaxRelativeError) << what << ": prompt " << p << " position " << i;
+      EXPECT_LE(err, bound) << what << ": prompt " << p << " position " << i;
     }
     // Decode steps are comparable while the continuations agree.
     const size_t steps = std::min(e.step_logits.size(), a.step_logits.size());
     for (size_t i = 0; i < steps && e.tokens[i] == a.tokens[i]; ++i) {
       const double err = RelativeError(e.step_logits[i], a.step_logits[i]);
       c.worst_step = std::max(c.worst_step, err);
-      EXPECT_LE(err, kMaxRelativeError) << what << ": prompt " << p << " decode step " << i;
+      EXPECT_LE(err, bound) << what << ": prompt " << p << " decode step " << i;
     }
   }
   return c;
@@ -125,6 +126,13 @@ TEST_P(CudaGoldenModelTest, LogitsAndGreedyTokensMatchCpu) {
   const Comparison b = CompareGreedy(**cpu, **gpu, prompts, chunked, "chunked prefill");
   std::cout << GetParam() << ": max relative error vs CPU " << std::max(a.worst_prompt, b.worst_prompt)
             << " (prompt logits), " << std::max(a.worst_step, b.worst_step) << " (decode steps)\n";
+
+  // Decode steps replayed from CUDA graphs (padded batches) against eager steps: the same
+  // kernels, so only cuBLAS's choice for the padded row count may move the last bits.
+  auto eager = cuda::CudaMoeModel::Load(dir, {.max_tokens = 512, .max_seqs = 16, .max_graph_batch = 0});
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  const Comparison g = CompareGreedy(**eager, **gpu, prompts, whole, "graphs vs eager", 1e-3);
+  std::cout << GetParam() << ": graphs vs eager " << g.worst_step << " (decode steps)\n";
   const auto routed = (*gpu)->RoutedTokensPerExpert();
   int64_t total = 0;
   for (int64_t n : routed) total += n;

@@ -16,6 +16,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "moe/backend.h"
 #include "tests/server/server_process.h"
 #include "tests/server/server_test_util.h"
 #include "tests/test_util.h"
@@ -241,7 +242,7 @@ TEST_F(ServerLifecycleTest, MetricsModelInfoAndLoadCountWhatWasServed) {
   EXPECT_EQ(info.num_experts(), kServerModelExperts);
   EXPECT_EQ(info.top_k(), 2);
   EXPECT_EQ(info.dtype(), "f32");
-  EXPECT_EQ(info.backend(), "cpu");
+  EXPECT_EQ(info.backend(), ResolveBackend("auto").value());  // "cuda" where a GPU is
   EXPECT_EQ(info.expert_parallel_size(), 1);
   EXPECT_TRUE(info.has_tokenizer());
   EXPECT_TRUE(info.has_chat_template());

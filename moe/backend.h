@@ -1,0 +1,35 @@
+// LoadModel: an MoE checkpoint on the backend asked for, behind runtime's Model interface.
+//
+//   ASSIGN_OR_RETURN(LoadedModel m, LoadModel("/models/olmoe", {.backend = "auto"}));
+//   m.backend;   // "cuda" when this build has CUDA and a GPU is present, else "cpu"
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "moe/config.h"
+#include "runtime/model.h"
+
+namespace moe {
+
+struct BackendOptions {
+  std::string backend = "auto";  // auto, cpu or cuda
+  int32_t max_tokens = 8192;     // the largest step's tokens (the GPU sizes its buffers by it)
+  int32_t max_seqs = 256;        // the largest step's sequences
+};
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  MoeConfig config;
+  std::string backend;  // "cpu" or "cuda"
+};
+
+// "cpu" or "cuda" for "auto", "cpu" or "cuda"; an error naming the flag value otherwise, or
+// when CUDA is asked for and this build or machine has none.
+absl::StatusOr<std::string> ResolveBackend(const std::string& backend);
+
+absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const BackendOptions& options);
+
+}  // namespace moe

@@ -1,0 +1,142 @@
+// RunExperts on the GPU: checks, the workspace layout, the device-built schedule and the
+// choice between the decode (experts_decode.cu) and prefill (experts_prefill.cu) paths.
+#include "moe/cuda/experts.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "moe/cuda/experts_internal.cuh"
+#include "moe/cuda/kernel_util.cuh"
+#include "runtime/check.h"
+#include "runtime/cuda/cuda_check.h"
+
+namespace moe::cuda {
+namespace {
+
+using experts_internal::ExpertRows;
+using experts_internal::ExpertsWorkspace;
+using experts_internal::ExpertTile;
+using experts_internal::kMaxExperts;
+using experts_internal::kTileRows;
+
+constexpr size_t kWorkspaceAlignment = 256;
+constexpr int kScheduleThreads = 256;
+constexpr int32_t kDecodeMaxRows = 64;
+constexpr int32_t kDecodeMaxRowsPerExpert = 4;
+
+// Byte offsets of the workspace parts for N rows; every part grows with N, so a
+// workspace sized for max_rows fits any N <= max_rows.
+struct WorkspaceLayout {
+  size_t h = 0, tiles = 0, active = 0, counters = 0, total = 0;
+  int32_t max_tiles = 0, max_active = 0;
+};
+
+WorkspaceLayout Layout(int32_t num_rows, int32_t num_experts, int32_t intermediate) {
+  WorkspaceLayout l;
+  const int64_t max_tiles = CeilDiv(num_rows, kTileRows) + num_experts;
+  l.max_tiles = static_cast<int32_t>(max_tiles);
+  l.max_active = std::min(num_rows, num_experts);
+  const size_t h_bytes = static_cast<size_t>(num_rows) * intermediate * sizeof(__nv_bfloat16);
+  l.tiles = l.h + AlignUp(h_bytes, kWorkspaceAlignment);
+  l.active = l.tiles + AlignUp(max_tiles * sizeof(ExpertTile), kWorkspaceAlignment);
+  l.counters = l.active + AlignUp(l.max_active * sizeof(int32_t), kWorkspaceAlignment);
+  l.total = l.counters + AlignUp(2 * sizeof(int32_t), kWorkspaceAlignment);
+  return l;
+}
+
+// Builds the tile list and the active-expert list from expert_offsets. Thread 0 scans the
+// per-expert counts serially (E <= 1024); the other passes are one expert per thread.
+__global__ void __launch_bounds__(kScheduleThreads)
+    ScheduleKernel(const int32_t* expert_offsets, int32_t num_experts, int32_t num_rows,
+                   const ExpertsWorkspace ws) {
+  __shared__ int32_t first_tile[kMaxExperts];   // [E] tiles of e, then their exclusive scan
+  __shared__ int32_t active_slot[kMaxExperts];  // [E] 1 if e has rows, then the scan
+  for (int32_t e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    const auto rows = ExpertRows(expert_offsets, e, num_rows);
+    first_tile[e] = static_cast<int32_t>(CeilDiv(rows.end - rows.begin, kTileRows));
+    active_slot[e] = rows.end > rows.begin ? 1 : 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t tiles = 0, active = 0;
+    for (int32_t e = 0; e < num_experts; ++e) {
+      const int32_t e_tiles = first_tile[e], e_active = active_slot[e];
+      first_tile[e] = tiles;
+      active_slot[e] = active;
+      tiles += e_tiles;
+      active += e_active;
+    }
+    ws.counters[experts_internal::kNumTiles] = min(tiles, ws.max_tiles);
+    ws.counters[experts_internal::kNumActive] = min(active, ws.max_active);
+  }
+  __syncthreads();
+  for (int32_t e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    const auto rows = ExpertRows(expert_offsets, e, num_rows);
+    if (rows.end == rows.begin) continue;
+    if (active_slot[e] < ws.max_active) ws.active[active_slot[e]] = e;
+    int32_t tile = first_tile[e];
+    for (int32_t r = rows.begin; r < rows.end && tile < ws.max_tiles; r += kTileRows, ++tile) {
+      ws.tiles[tile] = ExpertTile{e, r};
+    }
+  }
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+void CheckArgs(const ExpertsArgs& a) {
+  CHECK(a.num_tokens >= 0 && a.num_rows >= 0)
+      << "num_tokens " << a.num_tokens << ", num_rows " << a.num_rows;
+  CHECK(a.num_experts >= 1 && a.num_experts <= kMaxExperts)
+      << "RunExperts supports 1.." << kMaxExperts << " experts, got " << a.num_experts;
+  CHECK(a.hidden >= 8 && a.hidden % 8 == 0)
+      << "hidden size " << a.hidden << ": expected a positive multiple of 8 (16-byte rows)";
+  CHECK(a.intermediate >= 8 && a.intermediate % 8 == 0)
+      << "expert width " << a.intermediate << ": expected a positive multiple of 8";
+  CHECK(a.x != nullptr && a.expert_offsets != nullptr && a.source_token != nullptr &&
+        a.gate_up != nullptr && a.down != nullptr && a.ys != nullptr);
+  CHECK(Aligned16(a.x) && Aligned16(a.gate_up) && Aligned16(a.down))
+      << "x, gate_up and down must be 16-byte aligned";
+  CHECK(CeilDiv(a.num_rows, kTileRows) + a.num_experts <= 65535)
+      << a.num_rows << " rows need more prefill tiles than a grid's y dimension holds";
+}
+
+}  // namespace
+
+ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts) {
+  const bool few_rows = num_rows <= kDecodeMaxRows ||
+                        num_rows <= kDecodeMaxRowsPerExpert * static_cast<int64_t>(num_experts);
+  return few_rows ? ExpertsPath::kDecode : ExpertsPath::kPrefill;
+}
+
+size_t ExpertsWorkspaceBytes(int32_t max_rows, int32_t num_experts, int32_t intermediate) {
+  return Layout(max_rows, num_experts, intermediate).total;
+}
+
+void RunExperts(const ExpertsArgs& args, void* workspace, cudaStream_t stream) {
+  CheckArgs(args);
+  if (args.num_rows == 0) return;
+  CHECK(workspace != nullptr && Aligned16(workspace)) << "workspace must be 16-byte aligned";
+  const WorkspaceLayout l = Layout(args.num_rows, args.num_experts, args.intermediate);
+  char* base = static_cast<char*>(workspace);
+  const ExpertsWorkspace ws{
+      .h = reinterpret_cast<__nv_bfloat16*>(base + l.h),
+      .tiles = reinterpret_cast<ExpertTile*>(base + l.tiles),
+      .active = reinterpret_cast<int32_t*>(base + l.active),
+      .counters = reinterpret_cast<int32_t*>(base + l.counters),
+      .max_tiles = l.max_tiles,
+      .max_active = l.max_active,
+  };
+  ScheduleKernel<<<1, kScheduleThreads, 0, stream>>>(args.expert_offsets, args.num_experts,
+                                                     args.num_rows, ws);
+  CUDA_CHECK_LAUNCH();
+  const ExpertsPath path = args.path == ExpertsPath::kAuto
+                               ? ChooseExpertsPath(args.num_rows, args.num_experts)
+                               : args.path;
+  if (path == ExpertsPath::kDecode) {
+    experts_internal::LaunchDecodeExperts(args, ws, stream);
+  } else {
+    experts_internal::LaunchPrefillExperts(args, ws, stream);
+  }
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,112 @@
+// RunExperts, decode path: weight streaming for experts that hold a few rows each.
+//
+// Grid (column blocks, active-expert slots); block = 8 warps; warp w of block (x, s) owns
+// output column x*8 + w of expert active[s] and streams that column's weight row(s) once
+// per pass, 16 bytes per lane per step, against up to kPassRows of the expert's rows
+// (more rows take more passes, re-reading the weight row from cache).
+//   gate/up: column j reads gate row j and up row I+j together, so h = silu(g) * u is
+//            finished in registers and stored as bf16.
+//   down:    column d reads down row d against the h rows from the workspace.
+// No shared memory and no barriers: a warp whose column is out of range returns at once.
+#include <cstdint>
+
+#include "moe/cuda/experts_internal.cuh"
+#include "moe/cuda/kernel_util.cuh"
+#include "runtime/cuda/cuda_check.h"
+
+namespace moe::cuda::experts_internal {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * kWarpSize;
+constexpr int kPassRows = 8;                // expert rows per pass over a weight row
+constexpr int kLaneStride = kWarpSize * 8;  // elements a warp covers per 16-byte step
+
+// h[r, j] = silu(x[tok(r)] . gate[e][j]) * (x[tok(r)] . up[e][j]) for the rows r of e.
+__global__ void __launch_bounds__(kThreads)
+    DecodeGateUpKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
+  if (static_cast<int32_t>(blockIdx.y) >= ws.counters[kNumActive]) return;
+  const int32_t e = ws.active[blockIdx.y];
+  const RowRange rows = ExpertRows(args.expert_offsets, e, args.num_rows);
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t D = args.hidden, I = args.intermediate;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / kWarpSize;
+  if (j >= I) return;                                                  // warp-uniform
+  const __nv_bfloat16* gate_row = args.gate_up + (e * 2 * I + j) * D;  // [D]
+  const __nv_bfloat16* up_row = gate_row + I * D;                      // [D]
+
+  for (int32_t r0 = rows.begin; r0 < rows.end; r0 += kPassRows) {
+    const int32_t n = min(kPassRows, rows.end - r0);  // warp-uniform
+    const __nv_bfloat16* x_row[kPassRows];  // [D] each; null: past the expert or bad token
+#pragma unroll
+    for (int m = 0; m < kPassRows; ++m) {
+      x_row[m] = nullptr;
+      if (m < n) {
+        const int32_t token = args.source_token[r0 + m];
+        if (token >= 0 && token < args.num_tokens) x_row[m] = args.x + token * D;
+      }
+    }
+    float gate[kPassRows] = {}, up[kPassRows] = {};
+    for (int64_t k = lane * 8; k < D; k += kLaneStride) {
+      const Bf16x8 g = LoadBf16x8(gate_row + k), u = LoadBf16x8(up_row + k);
+#pragma unroll
+      for (int m = 0; m < kPassRows; ++m) {
+        if (x_row[m] == nullptr) continue;
+        const Bf16x8 xv = LoadBf16x8(x_row[m] + k);
+        gate[m] = Dot8(g, xv, gate[m]);
+        up[m] = Dot8(u, xv, up[m]);
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < kPassRows; ++m) {
+      if (m >= n) break;  // warp-uniform, so every lane joins each WarpSum
+      const float g_sum = WarpSum(gate[m]), u_sum = WarpSum(up[m]);
+      if (lane == 0) ws.h[(r0 + m) * I + j] = __float2bfloat16_rn(Silu(g_sum) * u_sum);
+    }
+  }
+}
+
+// ys[r, d] = h[r] . down[e][d] for the rows r of e.
+__global__ void __launch_bounds__(kThreads)
+    DecodeDownKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
+  if (static_cast<int32_t>(blockIdx.y) >= ws.counters[kNumActive]) return;
+  const int32_t e = ws.active[blockIdx.y];
+  const RowRange rows = ExpertRows(args.expert_offsets, e, args.num_rows);
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t D = args.hidden, I = args.intermediate;
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / kWarpSize;
+  if (d >= D) return;                                           // warp-uniform
+  const __nv_bfloat16* down_row = args.down + (e * D + d) * I;  // [I]
+
+  for (int32_t r0 = rows.begin; r0 < rows.end; r0 += kPassRows) {
+    const int32_t n = min(kPassRows, rows.end - r0);  // warp-uniform
+    float acc[kPassRows] = {};
+    for (int64_t k = lane * 8; k < I; k += kLaneStride) {
+      const Bf16x8 w = LoadBf16x8(down_row + k);
+#pragma unroll
+      for (int m = 0; m < kPassRows; ++m) {
+        if (m < n) acc[m] = Dot8(w, LoadBf16x8(ws.h + (r0 + m) * I + k), acc[m]);
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < kPassRows; ++m) {
+      if (m >= n) break;  // warp-uniform
+      const float sum = WarpSum(acc[m]);
+      if (lane == 0) args.ys[(r0 + m) * D + d] = sum;
+    }
+  }
+}
+
+}  // namespace
+
+void LaunchDecodeExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws, cudaStream_t stream) {
+  const unsigned slots = static_cast<unsigned>(ws.max_active);
+  const dim3 gate_up_grid(static_cast<unsigned>(CeilDiv(args.intermediate, kWarps)), slots);
+  DecodeGateUpKernel<<<gate_up_grid, kThreads, 0, stream>>>(args, ws);
+  CUDA_CHECK_LAUNCH();
+  const dim3 down_grid(static_cast<unsigned>(CeilDiv(args.hidden, kWarps)), slots);
+  DecodeDownKernel<<<down_grid, kThreads, 0, stream>>>(args, ws);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moe::cuda::experts_internal

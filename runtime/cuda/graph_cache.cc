@@ -1,0 +1,55 @@
+#include "runtime/cuda/graph_cache.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/status_macros.h"
+
+namespace moe::cuda {
+
+struct GraphCache::Exec {
+  cudaGraphExec_t exec = nullptr;
+  ~Exec() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  }
+};
+
+GraphCache::GraphCache() = default;
+GraphCache::~GraphCache() = default;
+GraphCache::GraphCache(GraphCache&&) noexcept = default;
+GraphCache& GraphCache::operator=(GraphCache&&) noexcept = default;
+
+GraphCache::Exec* GraphCache::Find(const Key& key) {
+  auto it = graphs_.find(key);
+  return it == graphs_.end() ? nullptr : it->second.get();
+}
+
+absl::Status GraphCache::Capture(const Key& key, cudaStream_t stream, const std::function<absl::Status()>& enqueue) {
+  CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+  const absl::Status enqueued = enqueue();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);  // always leave capture mode
+  RETURN_IF_ERROR(enqueued);
+  if (ended != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError(absl::StrCat("capturing a CUDA graph failed: ", cudaGetErrorString(ended)));
+  }
+  auto exec = std::make_unique<Exec>();
+  const cudaError_t made = cudaGraphInstantiate(&exec->exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (made != cudaSuccess) {
+    cudaGetLastError();
+    exec->exec = nullptr;
+    return absl::InternalError(absl::StrCat("instantiating a CUDA graph failed: ", cudaGetErrorString(made)));
+  }
+  graphs_[key] = std::move(exec);
+  return absl::OkStatus();
+}
+
+absl::Status GraphCache::Launch(Exec& exec, cudaStream_t stream) {
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec.exec, stream));
+  return absl::OkStatus();
+}
+
+void GraphCache::Clear() { graphs_.clear(); }
+
+}  // namespace moe::cuda
