@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -39,6 +40,33 @@ DeviceTensor View(const DeviceTensor& flat, int64_t rows, int64_t cols) {
   return flat.Slice(0, rows * cols).Reshape({rows, cols});
 }
 
+// What the kernels support, checked at load so a request never meets a launcher's CHECK.
+absl::Status CheckSupported(const MoeConfig& c) {
+  auto unsupported = [&c](const std::string& what) {
+    return absl::UnimplementedError(absl::StrCat("the CUDA backend does not support ", c.architecture_name, " with ",
+                                                 what, "; use --backend cpu"));
+  };
+  const int hd = c.head_dim;
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256) {
+    return unsupported(absl::StrCat("head_dim ", hd, " (16, 32, 64, 128 or 256)"));
+  }
+  if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0) {
+    return unsupported(absl::StrCat(c.num_heads, " heads over ", c.num_kv_heads, " kv heads"));
+  }
+  if (c.hidden_size % 8 != 0) return unsupported(absl::StrCat("hidden size ", c.hidden_size, " (a multiple of 8)"));
+  if (c.num_experts > 0) {
+    if (c.num_experts > 256 || c.top_k > 16) {
+      return unsupported(absl::StrCat(c.num_experts, " experts top-", c.top_k, " (at most 256, top-16)"));
+    }
+    if (c.expert_intermediate_size % 8 != 0) {
+      return unsupported(absl::StrCat("expert width ", c.expert_intermediate_size, " (a multiple of 8)"));
+    }
+  }
+  const int64_t qkv_bytes = int64_t{4} * (c.num_heads + 2 * c.num_kv_heads) * hd;
+  if (qkv_bytes > 200 * 1024) return unsupported(absl::StrCat(qkv_bytes, " bytes of q, k and v per token"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // Everything one step needs besides the weights, sized for options.max_tokens tokens and
@@ -67,9 +95,16 @@ struct CudaMoeModel::Step {
   DeviceTensor real_tokens;    // [1] i32 tokens of the step before any graph padding
   int32_t* real_tokens_host = nullptr;  // pinned source of real_tokens
   GraphCache graphs;           // captured decode steps
+  const DeviceKvCache* graphs_cache = nullptr;  // the cache the graphs write
+  int64_t workspace_context = 0;  // longest context the attention workspace is sized for
   bool graphs_failed = false;  // a capture failed once: decode runs eagerly from then on
 
   ~Step() {
+    // Nothing may still run against what is freed below; the stream goes last.
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    graphs.Clear();
+    blas.reset();
+    uploader.reset();
     if (real_tokens_host != nullptr) cudaFreeHost(real_tokens_host);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
@@ -108,10 +143,10 @@ absl::StatusOr<std::unique_ptr<CudaMoeModel>> CudaMoeModel::Create(MoeConfig con
   if (options.max_tokens < 1 || options.max_seqs < 1) {
     return absl::InvalidArgumentError("the CUDA model needs max_tokens and max_seqs >= 1");
   }
-  if (config.head_dim % 2 != 0 || config.hidden_size % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("the CUDA model needs an even head_dim and a hidden size ",
-                                                   "that is a multiple of 8; got ", config.head_dim, " and ",
-                                                   config.hidden_size));
+  RETURN_IF_ERROR(CheckSupported(config));
+  if ((int64_t{options.max_tokens} * std::max(config.top_k, 1) + 63) / 64 + config.num_experts > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens ", options.max_tokens,
+                                                   " is too many for one step of the grouped expert GEMM"));
   }
   std::unique_ptr<CudaMoeModel> model(new CudaMoeModel(std::move(config), std::move(weights), options));
   RETURN_IF_ERROR(model->Init());
@@ -165,6 +200,9 @@ absl::Status CudaMoeModel::Init() {
   Tensor host_inv = Tensor::Empty(DType::kF32, {hd / 2});
   std::copy(inv_freq.begin(), inv_freq.end(), host_inv.data<float>());
   ASSIGN_OR_RETURN(s.inv_freq, DeviceTensor::FromHost(host_inv, DType::kF32));
+  // Weights were written by copies and fills on the legacy stream: let them land before
+  // the model's non-blocking stream reads them.
+  CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   return absl::OkStatus();
 }
 
@@ -184,7 +222,8 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
   const int64_t max_context = std::min<int64_t>(config_.max_position_embeddings, shape.num_blocks * bs);
   const int32_t blocks_per_seq = static_cast<int32_t>((max_context + bs - 1) / bs);
   Step& s = *step_;
-  if (!s.uploader.has_value() || s.uploader->capacity().max_blocks_per_seq < blocks_per_seq) {
+  if (!s.uploader.has_value() || s.uploader->capacity().max_blocks_per_seq < blocks_per_seq ||
+      s.workspace_context < max_context) {
     ASSIGN_OR_RETURN(StepBatchUploader up, StepBatchUploader::Create({.max_tokens = options_.max_tokens,
                                                                        .max_seqs = options_.max_seqs,
                                                                        .max_blocks_per_seq = blocks_per_seq}));
@@ -193,6 +232,7 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
     const size_t bytes = PagedAttentionWorkspaceBytes(options_.max_tokens, config_.num_heads, config_.head_dim,
                                                       static_cast<int32_t>(max_context));
     ASSIGN_OR_RETURN(s.attention_workspace, DeviceTensor::Empty(DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)}));
+    s.workspace_context = max_context;
   }
   return kv;
 }
@@ -204,17 +244,33 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
     return absl::InvalidArgumentError("the CUDA model needs the KV cache it made (CudaMoeModel::CreateKvCache)");
   }
   const KvCacheShape& kv_shape = cache->shape();
+  const int64_t cache_context = std::min<int64_t>(config_.max_position_embeddings,
+                                                  int64_t{kv_shape.num_blocks} * kv_shape.block_size);
+  if (kv_shape.num_layers != config_.num_layers || kv_shape.num_kv_heads != config_.num_kv_heads ||
+      kv_shape.head_dim != config_.head_dim || cache_context > s.workspace_context) {
+    return absl::InvalidArgumentError("the KV cache was not made by this model's CreateKvCache");
+  }
   RETURN_IF_ERROR(ValidateStepBatch(batch, {.vocab_size = config_.vocab_size,
                                             .num_blocks = kv_shape.num_blocks,
                                             .block_size = kv_shape.block_size,
                                             .max_context = config_.max_position_embeddings}));
   if (batch.num_tokens() == 0) return Tensor::Empty(DType::kF32, {0, config_.vocab_size});
+  absl::StatusOr<Tensor> logits = RunStep(batch, *cache);
+  // A failed step may leave copies queued against the pinned staging areas the next step
+  // reuses: wait for them before returning.
+  if (!logits.ok()) cudaStreamSynchronize(s.stream);
+  return logits;
+}
+
+absl::StatusOr<Tensor> CudaMoeModel::RunStep(const StepBatch& batch, const DeviceKvCache& cache) {
+  Step& s = *step_;
   const int32_t S = batch.num_seqs();
-  const bool decode = batch.num_tokens() == S && static_cast<int32_t>(batch.logits_rows.size()) == S;
-  if (decode && S <= options_.max_graph_batch && !s.graphs_failed) return DecodeWithGraph(batch, *cache);
+  bool decode = batch.num_tokens() == S && static_cast<int32_t>(batch.logits_rows.size()) == S;
+  for (int32_t i = 0; decode && i < S; ++i) decode = batch.query_starts[i + 1] - batch.query_starts[i] == 1;
+  if (decode && S <= options_.max_graph_batch && !s.graphs_failed) return DecodeWithGraph(batch, cache);
   ASSIGN_OR_RETURN(const DeviceStepBatch d, s.uploader->Upload(batch, s.stream));
   RETURN_IF_ERROR(SetRealTokens(d.num_tokens));
-  RETURN_IF_ERROR(EnqueueStep(d, *cache));
+  RETURN_IF_ERROR(EnqueueStep(d, cache));
   return FinishStep(d.num_logits_rows);
 }
 
@@ -272,21 +328,29 @@ absl::StatusOr<Tensor> CudaMoeModel::FinishStep(int32_t rows) {
 namespace {
 
 int32_t PowerOfTwoAtLeast(int32_t n) {
-  int32_t p = 1;
+  int64_t p = 1;
   while (p < n) p *= 2;
-  return p;
+  return static_cast<int32_t>(std::min<int64_t>(p, std::numeric_limits<int32_t>::max()));
 }
 
 // `batch` (one token per sequence) plus one-token sequences up to `size`, each at position
 // 0 in the scratch block; their logits rows come after the real ones.
-StepBatch PadDecodeBatch(const StepBatch& batch, int32_t size, int32_t scratch_block, int32_t block_size) {
+// Block tables are laid out at the fixed stride `blocks_per_seq` (the uploader's capacity),
+// unused entries pointing at the scratch block: a graph keeps the stride it was captured
+// with, while the engine's max_blocks_per_seq grows with the longest sequence.
+StepBatch PadDecodeBatch(const StepBatch& batch, int32_t size, int32_t blocks_per_seq, int32_t scratch_block,
+                         int32_t block_size) {
   StepBatch b = batch;
+  b.max_blocks_per_seq = blocks_per_seq;
+  b.block_tables.assign(static_cast<size_t>(size) * blocks_per_seq, scratch_block);
+  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
+    std::copy_n(batch.block_table(s), batch.max_blocks_per_seq, b.block_tables.begin() + int64_t{s} * blocks_per_seq);
+  }
   for (int32_t s = batch.num_seqs(); s < size; ++s) {
     b.token_ids.push_back(0);
     b.positions.push_back(0);
     b.query_starts.push_back(s + 1);
     b.context_lens.push_back(1);
-    b.block_tables.insert(b.block_tables.end(), b.max_blocks_per_seq, scratch_block);
     b.slot_mapping.push_back(int64_t{scratch_block} * block_size);
     b.logits_rows.push_back(s);
   }
@@ -299,7 +363,8 @@ absl::StatusOr<Tensor> CudaMoeModel::DecodeWithGraph(const StepBatch& batch, con
   Step& s = *step_;
   const int32_t largest = std::min({options_.max_graph_batch, options_.max_seqs, options_.max_tokens});
   const int32_t size = std::max(std::min(PowerOfTwoAtLeast(batch.num_seqs()), largest), batch.num_seqs());
-  const StepBatch padded = PadDecodeBatch(batch, size, cache.scratch_block(),
+  const StepBatch padded = PadDecodeBatch(batch, size, s.uploader->capacity().max_blocks_per_seq,
+                                          cache.scratch_block(),
                                           cache.shape().block_size);
   ASSIGN_OR_RETURN(DeviceStepBatch d, s.uploader->Upload(padded, s.stream));
   // The decode kernel's grid follows the longest context: bucket it by powers of two (at
@@ -310,6 +375,10 @@ absl::StatusOr<Tensor> CudaMoeModel::DecodeWithGraph(const StepBatch& batch, con
   d.max_context_len = std::min(std::max(PowerOfTwoAtLeast(d.max_context_len), 512), context_cap);
   RETURN_IF_ERROR(SetRealTokens(batch.num_tokens()));  // padding is not counted as routed
   const GraphCache::Key key{d.num_seqs, d.max_context_len};
+  if (s.graphs_cache != &cache) {  // graphs write the cache they were captured with
+    s.graphs.Clear();
+    s.graphs_cache = &cache;
+  }
   if (GraphCache::Exec* exec = s.graphs.Find(key)) {
     RETURN_IF_ERROR(s.graphs.Launch(*exec, s.stream));
     return FinishStep(batch.num_seqs());

@@ -62,6 +62,7 @@ class CudaMoeModel final : public Model {
   absl::Status SetRealTokens(int32_t tokens);
   // Copies the first `rows` logits rows back and waits for the stream.
   absl::StatusOr<Tensor> FinishStep(int32_t rows);
+  absl::StatusOr<Tensor> RunStep(const StepBatch& batch, const DeviceKvCache& cache);
   absl::StatusOr<Tensor> DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache);
   // One layer's blocks, reading h and writing delta ([T, D] f32).
   absl::Status Attention(int layer, const DeviceStepBatch& batch, const PagedKvLayer& kv);

@@ -8,6 +8,7 @@
 namespace moe::cuda {
 
 absl::Status CudaError(cudaError_t error, const char* expr, const char* file, int line) {
+  cudaGetLastError();  // clear a non-sticky error, so the next launch check does not see it
   return absl::InternalError(absl::StrCat("CUDA error at ", file, ":", line, ": ", expr, ": ",
                                           cudaGetErrorName(error), " (", cudaGetErrorString(error),
                                           ")"));

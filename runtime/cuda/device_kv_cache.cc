@@ -27,6 +27,8 @@ absl::StatusOr<KvCache> DeviceKvCache::Create(const KvCacheShape& shape) {
     cache->keys_.push_back(std::move(k));
     cache->values_.push_back(std::move(v));
   }
+  // The memsets run on the legacy stream, which a non-blocking model stream does not wait for.
+  CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   return KvCache::External(shape, std::move(cache));
 }
 

@@ -28,9 +28,10 @@ absl::Status GraphCache::Capture(const Key& key, cudaStream_t stream, const std:
   const absl::Status enqueued = enqueue();
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);  // always leave capture mode
-  RETURN_IF_ERROR(enqueued);
-  if (ended != cudaSuccess) {
-    cudaGetLastError();
+  cudaGetLastError();  // a failed capture leaves an error that later launch checks must not see
+  if (!enqueued.ok() || ended != cudaSuccess) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    RETURN_IF_ERROR(enqueued);
     return absl::InternalError(absl::StrCat("capturing a CUDA graph failed: ", cudaGetErrorString(ended)));
   }
   auto exec = std::make_unique<Exec>();
