@@ -30,9 +30,9 @@ Layout MakeLayout(int64_t tokens, int64_t seqs, int64_t blocks_per_seq, int64_t 
   l.positions = take(tokens * sizeof(int32_t));
   l.query_starts = take((seqs + 1) * sizeof(int32_t));
   l.context_lens = take(seqs * sizeof(int32_t));
-  l.block_tables = take(seqs * blocks_per_seq * sizeof(int32_t));
   l.slot_mapping = take(tokens * sizeof(int64_t));
   l.logits_rows = take(logits_rows * sizeof(int32_t));
+  l.block_tables = take(seqs * blocks_per_seq * sizeof(int32_t));  // last: copied only as far as used
   l.bytes = at;
   return l;
 }
@@ -81,6 +81,11 @@ absl::StatusOr<DeviceStepBatch> StepBatchUploader::Upload(const StepBatch& batch
         " blocks per sequence exceeds the device capacity of ", capacity_.max_tokens, " tokens, ",
         capacity_.max_seqs, " sequences and ", capacity_.max_blocks_per_seq, " blocks per sequence"));
   }
+  if (batch.positions.size() != size_t(T) || batch.slot_mapping.size() != size_t(T) ||
+      batch.query_starts.size() != size_t(S + 1) ||
+      batch.block_tables.size() != size_t(S) * size_t(std::max(batch.max_blocks_per_seq, 0))) {
+    return absl::InvalidArgumentError("step batch arrays disagree in size (run ValidateStepBatch first)");
+  }
   // Arrays are packed at the capacity's offsets, so pointers stay put from step to step
   // (a captured graph keeps reading the same addresses).
   const Layout l = MakeLayout(capacity_.max_tokens, capacity_.max_seqs, capacity_.max_blocks_per_seq,
@@ -96,8 +101,8 @@ absl::StatusOr<DeviceStepBatch> StepBatchUploader::Upload(const StepBatch& batch
   put(l.block_tables, batch.block_tables);
   put(l.slot_mapping, batch.slot_mapping);
   put(l.logits_rows, batch.logits_rows);
-  // One copy up to the end of the last array actually used.
-  const size_t used = l.logits_rows + R * sizeof(int32_t);
+  // One copy, up to the end of the block tables actually used.
+  const size_t used = l.block_tables + batch.block_tables.size() * sizeof(int32_t);
   char* dev = static_cast<char*>(device_.raw());
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev, host, used, cudaMemcpyHostToDevice, stream));
 
