@@ -131,6 +131,7 @@ struct QkvCase {
   cuda::QkNormKind norm;
   bool bias;
   float clip;
+  bool fused = false;  // q, k, v read from one [T, (H + 2 KVH) hd] projection, as the model does
 };
 
 class CudaPrepareQkvTest : public ::testing::TestWithParam<QkvCase> {};
@@ -149,6 +150,16 @@ TEST_P(CudaPrepareQkvTest, MatchesCpuComposition) {
   const double theta = 1e6;
 
   DeviceTensor dq = Upload(q, DType::kF32), dk = Upload(k, DType::kF32), dv = Upload(v, DType::kF32);
+  // The fused layout: each token's q, k and v rows side by side.
+  const int width = (H + 2 * KVH) * hd;
+  Tensor qkv = Tensor::Empty(DType::kF32, {T, width});
+  for (int t = 0; t < T; ++t) {
+    std::copy_n(q.Row<float>(t), H * hd, qkv.Row<float>(t));
+    std::copy_n(k.Row<float>(t), KVH * hd, qkv.Row<float>(t) + H * hd);
+    std::copy_n(v.Row<float>(t), KVH * hd, qkv.Row<float>(t) + (H + KVH) * hd);
+  }
+  DeviceTensor dqkv = Upload(qkv, DType::kF32);
+  const float* fq = dqkv.data<float>();
   DeviceTensor dqb = Upload(qb, DType::kF32), dkb = Upload(kb, DType::kF32), dvb = Upload(vb, DType::kF32);
   DeviceTensor dqn = Upload(qn, DType::kF32), dkn = Upload(kn, DType::kF32);
   DeviceTensor dpos = Upload(IdsTensor(positions), DType::kI32);
@@ -159,7 +170,10 @@ TEST_P(CudaPrepareQkvTest, MatchesCpuComposition) {
   DeviceTensor q_out = Poisoned(DType::kBF16, {T, H, hd}), k_out = Poisoned(DType::kBF16, {T, KVH, hd});
   DeviceTensor v_out = Poisoned(DType::kBF16, {T, KVH, hd});
   const bool norm = c.norm != cuda::QkNormKind::kNone;
-  cuda::PrepareQkv({.q = dq.data<float>(), .k = dk.data<float>(), .v = dv.data<float>(),
+  cuda::PrepareQkv({.q = c.fused ? fq : dq.data<float>(),
+                    .k = c.fused ? fq + H * hd : dk.data<float>(),
+                    .v = c.fused ? fq + (H + KVH) * hd : dv.data<float>(),
+                    .row_stride = c.fused ? width : 0,
                     .q_bias = c.bias ? dqb.data<float>() : nullptr,
                     .k_bias = c.bias ? dkb.data<float>() : nullptr,
                     .v_bias = c.bias ? dvb.data<float>() : nullptr,
@@ -205,12 +219,14 @@ INSTANTIATE_TEST_SUITE_P(
                       QkvCase{5, 16, 16, 128, cuda::QkNormKind::kWholeProjection, false, 0},  // OLMoE
                       QkvCase{3, 4, 2, 16, cuda::QkNormKind::kWholeProjection, false, 0.5f},  // clip
                       QkvCase{6, 16, 16, 128, cuda::QkNormKind::kNone, true, 0},      // Qwen2-MoE bias
-                      QkvCase{2, 32, 8, 128, cuda::QkNormKind::kNone, false, 0}),     // Mixtral
+                      QkvCase{2, 32, 8, 128, cuda::QkNormKind::kNone, false, 0},      // Mixtral
+                      QkvCase{9, 32, 4, 128, cuda::QkNormKind::kPerHead, false, 0, true},    // fused qkv
+                      QkvCase{4, 16, 16, 128, cuda::QkNormKind::kNone, true, 0, true}),      // fused, bias
     [](const auto& info) {
       const QkvCase& c = info.param;
       return "T" + std::to_string(c.tokens) + "_H" + std::to_string(c.heads) + "_KVH" +
              std::to_string(c.kv_heads) + "_hd" + std::to_string(c.head_dim) + "_norm" +
-             std::to_string(static_cast<int>(c.norm)) + (c.bias ? "_bias" : "") + (c.clip > 0 ? "_clip" : "");
+             std::to_string(static_cast<int>(c.norm)) + (c.bias ? "_bias" : "") + (c.clip > 0 ? "_clip" : "") + (c.fused ? "_fused" : "");
     });
 
 struct GemmCase {
