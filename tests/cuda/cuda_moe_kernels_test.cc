@@ -157,6 +157,7 @@ Tensor TopkIds(int T, int E, int K, Skew skew, uint32_t seed) {
   std::vector<int32_t> ids;
   std::vector<int32_t> experts(E);
   for (int t = 0; t < T; ++t) {
+    experts.resize(E);  // kEmptyExpert shortened it last token
     std::iota(experts.begin(), experts.end(), 0);
     if (skew == Skew::kEmptyExpert) experts.erase(experts.begin() + 1);
     if (skew == Skew::kOnExpert0) {
