@@ -265,6 +265,13 @@ absl::StatusOr<MoeConfig> ParseObject(const json& j) {
 
 }  // namespace
 
+absl::StatusOr<MoeConfig> LoadConfigFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  absl::StatusOr<MoeConfig> config = ParseConfig(text);
+  if (!config.ok()) return absl::Status(config.status().code(), absl::StrCat(path, ": ", config.status().message()));
+  return config;
+}
+
 absl::StatusOr<MoeConfig> LoadConfig(const std::string& model_dir) {
   const std::filesystem::path dir(model_dir);
   ASSIGN_OR_RETURN(std::string text, ReadFile(dir / "config.json"));

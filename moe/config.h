@@ -58,4 +58,7 @@ absl::StatusOr<MoeConfig> ParseConfig(const std::string& json_text);
 // Reads <dir>/config.json and, if present, <dir>/generation_config.json's eos_token_id.
 absl::StatusOr<MoeConfig> LoadConfig(const std::string& model_dir);
 
+// Reads a config.json file by itself (a config without its model, e.g. for benchmarks).
+absl::StatusOr<MoeConfig> LoadConfigFile(const std::string& path);
+
 }  // namespace moe

@@ -16,12 +16,15 @@ namespace {
 using ::testing::HasSubstr;
 
 MoeConfig Shared(const std::string& name) {
-  std::ifstream in(std::string(MOE_SHARED_CONFIGS_DIR) + "/" + name);
-  std::stringstream text;
-  text << in.rdbuf();
-  auto config = ParseConfig(text.str());
+  auto config = LoadConfigFile(std::string(MOE_SHARED_CONFIGS_DIR) + "/" + name);
   EXPECT_TRUE(config.ok()) << name << ": " << config.status();
   return config.ok() ? *config : MoeConfig{};
+}
+
+TEST(ConfigTest, LoadConfigFileNamesAMissingFile) {
+  const absl::Status s = LoadConfigFile("/nonexistent/config.json").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("/nonexistent/config.json"));
 }
 
 TEST(ConfigTest, Qwen3_30B_A3B) {

@@ -9,9 +9,7 @@
 //
 //   bench-model [--config tests/data/configs/qwen3-30b-a3b.json] [--batches 1,8,32,128]
 #include <cmath>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -85,11 +83,7 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(const std::vector<int> batches, Ints(absl::GetFlag(FLAGS_batches), "batches"));
   ASSIGN_OR_RETURN(const std::vector<int> prefills, Ints(absl::GetFlag(FLAGS_prefill), "prefill"));
   const std::string path = absl::GetFlag(FLAGS_config);
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError("cannot read " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  ASSIGN_OR_RETURN(MoeConfig config, ParseConfig(text.str()));
+  ASSIGN_OR_RETURN(MoeConfig config, LoadConfigFile(path));
   if (absl::GetFlag(FLAGS_layers) > 0) config.num_layers = absl::GetFlag(FLAGS_layers);
   const int context = absl::GetFlag(FLAGS_context);
   int max_batch = 1, max_prefill = 1;

@@ -9,10 +9,8 @@
 //
 //   bench-moe-layer [--configs tests/data/configs/qwen3-30b-a3b.json,...] [--tokens 1,4,16]
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -46,11 +44,7 @@ absl::StatusOr<DeviceTensor> Random(DType dtype, Shape shape, uint64_t seed, flo
 
 absl::Status BenchConfig(const std::string& path, const std::vector<int>& tokens, const Ceilings& ceilings,
                          cudaStream_t stream, const Blas& blas) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError("cannot read " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  ASSIGN_OR_RETURN(MoeConfig c, ParseConfig(text.str()));
+  ASSIGN_OR_RETURN(MoeConfig c, LoadConfigFile(path));
   const int D = c.hidden_size, E = c.num_experts, K = c.top_k, I = c.expert_intermediate_size;
   int max_tokens = 1;
   for (int m : tokens) max_tokens = std::max(max_tokens, m);
