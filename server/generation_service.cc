@@ -156,13 +156,15 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
   absl::StatusOr<ServingModel*> serving = Serving();
   if (!serving.ok()) return Reply(context, serving.status());
   {
+    // Held across the engine's Abort: while the id is registered it names this stream's
+    // request, and no new stream can take the id over before the abort is queued.
     absl::MutexLock lock(&mu_);
     if (streams_.count(request->request_id()) == 0) {
       return Reply(context, absl::NotFoundError(absl::StrCat("no running request has request_id \"",
                                                              request->request_id(), "\"")));
     }
+    (*serving)->engine().Abort(request->request_id());
   }
-  (*serving)->engine().Abort(request->request_id());
   return Reply(context, absl::OkStatus());
 }
 

@@ -300,6 +300,26 @@ TEST_F(EngineTest, TimeLimitEndsARequest) {
   ExpectDrained(engine);
 }
 
+TEST_F(EngineTest, AnAbortAimedAtAFinishedRequestSparesTheNextOneWithItsId) {
+  auto engine = NewEngine({.num_kv_blocks = 16, .block_size = 4});
+  // The abort is taken while "x" runs (from its own stream, mid-step), but "x" finishes in
+  // that same step; the next step drains it after a new "x" was submitted.
+  auto first = std::make_shared<RecordingSink>();
+  first->on_delta = [&engine](const OutputDelta&) { engine->Abort("x"); };
+  ASSERT_TRUE(engine->Submit(Greedy("x", {1, 2, 3}, 1), first).ok());
+  ASSERT_TRUE(engine->Step().ok());
+  ASSERT_TRUE(first->choice().final.has_value());
+  EXPECT_EQ(first->choice().final->reason, FinishReason::kLength);
+
+  auto second = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy("x", {4, 5, 6}, 3), second).ok());
+  ASSERT_TRUE(engine->RunUntilIdle().ok());
+  ASSERT_TRUE(second->choice().final.has_value());
+  EXPECT_EQ(second->choice().final->reason, FinishReason::kLength);
+  EXPECT_EQ(second->choice().tokens.size(), 3u);
+  ExpectDrained(*engine);
+}
+
 TEST_F(EngineTest, StressOf1000RequestsWithRandomAbortsReturnsEveryBlock) {
   std::mt19937 rng(5);
   auto engine_owner = NewEngine({.num_kv_blocks = 48, .block_size = 4,

@@ -84,36 +84,43 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
     return absl::ResourceExhaustedError(absl::StrCat("the waiting queue is full (", queued,
                                                      " requests); retry later"));
   }
-  if (live_ids_.contains(request.id)) {
+  const uint64_t number = next_submission_++;
+  if (!live_.try_emplace(request.id, number).second) {
     return absl::AlreadyExistsError(absl::StrCat("request id \"", request.id, "\" is already running"));
   }
-  live_ids_.insert(request.id);
-  inbox_.push_back({std::make_shared<const Request>(std::move(request)), std::move(sink)});
+  inbox_.push_back({number, std::make_shared<const Request>(std::move(request)), std::move(sink)});
   return absl::OkStatus();
 }
 
 void Engine::Abort(const std::string& request_id) {
   absl::MutexLock lock(&mu_);
-  if (live_ids_.contains(request_id)) aborts_.push_back(request_id);  // late aborts are moot
+  auto it = live_.find(request_id);
+  if (it != live_.end()) aborts_.push_back({request_id, it->second});  // late aborts are moot
 }
 
 void Engine::DrainInbox() {
   std::vector<Submission> inbox;
-  std::vector<std::string> aborts;
+  std::vector<AbortOrder> aborts;
   {
     absl::MutexLock lock(&mu_);
     inbox.swap(inbox_);
     aborts.swap(aborts_);
   }
-  for (Submission& s : inbox) Admit(std::move(s.request), std::move(s.sink));
-  for (const std::string& id : aborts) {
-    auto it = requests_.find(id);
-    if (it != requests_.end()) FinishRequest(it->second, FinishReason::kAborted);
+  for (Submission& s : inbox) Admit(std::move(s));
+  for (const AbortOrder& abort : aborts) {
+    // The request it was aimed at may have finished since, and its id been reused.
+    auto it = requests_.find(abort.request_id);
+    if (it != requests_.end() && it->second.submission == abort.submission) {
+      FinishRequest(it->second, FinishReason::kAborted);
+    }
   }
 }
 
-void Engine::Admit(std::shared_ptr<const Request> request, std::shared_ptr<OutputSink> sink) {
+void Engine::Admit(Submission submission) {
+  const std::shared_ptr<const Request>& request = submission.request;
+  const std::shared_ptr<OutputSink>& sink = submission.sink;
   RequestState& state = requests_[request->id];
+  state.submission = submission.number;
   state.request = request;
   const absl::Time now = absl::Now();
   const uint64_t arrival = next_arrival_++;
@@ -172,7 +179,7 @@ void Engine::Finish(Sequence& seq, FinishReason reason, std::string matched_stop
     if (state.request->stopping.time_limit != absl::InfiniteDuration()) --num_time_limited_;
     requests_.erase(id);
     absl::MutexLock lock(&mu_);
-    live_ids_.erase(id);
+    live_.erase(id);
   }
 }
 

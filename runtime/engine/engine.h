@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "runtime/engine/block_manager.h"
@@ -93,6 +93,7 @@ class Engine {
 
  private:
   struct RequestState {
+    uint64_t submission = 0;  // which Submit() of this id: a stale Abort must not match
     std::shared_ptr<const Request> request;
     std::vector<std::unique_ptr<Sequence>> choices;
     int unfinished = 0;
@@ -100,7 +101,17 @@ class Engine {
 
   Engine(Model& model, EngineOptions options, KvCache kv);
   void DrainInbox();
-  void Admit(std::shared_ptr<const Request> request, std::shared_ptr<OutputSink> sink);
+  struct Submission {
+    uint64_t number;
+    std::shared_ptr<const Request> request;
+    std::shared_ptr<OutputSink> sink;
+  };
+  struct AbortOrder {
+    std::string request_id;
+    uint64_t submission;  // the Submit() the abort was aimed at
+  };
+
+  void Admit(Submission submission);
   void FinishRequest(RequestState& state, FinishReason reason);
   void Finish(Sequence& seq, FinishReason reason, std::string matched_stop = "",
               absl::Status error = absl::OkStatus());
@@ -126,13 +137,12 @@ class Engine {
   StepPhaseTimes phase_times_;
 
   mutable absl::Mutex mu_;
-  struct Submission {
-    std::shared_ptr<const Request> request;
-    std::shared_ptr<OutputSink> sink;
-  };
   std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> aborts_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> live_ids_ ABSL_GUARDED_BY(mu_);  // submitted, not finished
+  std::vector<AbortOrder> aborts_ ABSL_GUARDED_BY(mu_);
+  // Submitted and not finished: id -> its submission number. An id may be reused once its
+  // request has finished, so aborts carry the number and only ever hit the request they saw.
+  absl::flat_hash_map<std::string, uint64_t> live_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_submission_ ABSL_GUARDED_BY(mu_) = 0;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
