@@ -1,9 +1,11 @@
 // moe-server: serves an MoE model over gRPC (moe.v1.Generation, grpc.health.v1, reflection)
 // with Prometheus metrics over HTTP. SIGTERM or SIGINT drains it: new requests get
-// UNAVAILABLE, open streams finish (up to --drain_timeout), then it exits 0.
+// UNAVAILABLE, open streams finish (up to --drain_timeout, or until a second signal aborts
+// them), then it exits 0. A second signal while the model loads exits at once.
 //
 //   moe-server --model /models/qwen3 --port 50051 --metrics_port 9400
 //   moe-server --model /models/qwen3 --port 0 --metrics_port 0   # free ports, printed
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -124,16 +126,28 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerOptions& o,
   return server;
 }
 
-// After SIGTERM: no new requests, open streams run until done or until the drain timeout,
-// when whatever is left is aborted (each stream still gets its Final).
-void Drain(const ServerOptions& o, GenerationService& service, ServingModel& serving) {
+// How long gRPC's Shutdown lets calls still in flight (short unary ones, once the streams
+// are drained) run before cancelling them. It waits that long whenever a client keeps its
+// connection open, so it is kept short.
+constexpr absl::Duration kShutdownGrace = absl::Milliseconds(500);
+
+// After SIGTERM: no new requests, open streams run until done, until the drain timeout or
+// until a second signal, when whatever is left is aborted (each stream still gets its Final).
+void Drain(const ServerOptions& o, const SignalWatcher& signals, GenerationService& service,
+           ServingModel& serving) {
   service.StartDraining();
   Log(LogLevel::kInfo,
       absl::StrCat("draining ", service.active_streams(), " open streams (timeout ",
-                   absl::FormatDuration(o.drain_timeout), ")"));
-  if (!service.WaitForStreams(o.drain_timeout)) {
+                   absl::FormatDuration(o.drain_timeout), "; signal again to abort them now)"));
+  const absl::Time deadline = absl::Now() + o.drain_timeout;
+  bool drained = false;
+  while (!drained && absl::Now() < deadline && signals.count() < 2) {
+    drained = service.WaitForStreams(std::min(absl::Milliseconds(50), deadline - absl::Now()));
+  }
+  if (!drained) {
     Log(LogLevel::kWarning,
-        absl::StrCat("drain timeout: aborting ", service.active_streams(), " streams"));
+        absl::StrCat(signals.count() >= 2 ? "second signal" : "drain timeout", ": aborting ",
+                     service.active_streams(), " streams"));
     serving.Stop();
     service.WaitForStreams(absl::Seconds(5));
   }
@@ -171,14 +185,16 @@ absl::Status Run(SignalWatcher& signals) {
   std::fflush(stdout);
 
   const absl::Time load_start = absl::Now();
+  signals.SetExitOnSecondSignal("loading the model");  // nothing is accepted yet
   absl::StatusOr<std::unique_ptr<ServingModel>> serving = ServingModel::Load(options.model);
+  signals.SetExitOnSecondSignal("");
   if (!serving.ok()) {
-    grpc_server->Shutdown();
+    grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
     return serving.status();
   }
   if (signals.received()) {  // told to stop while loading: never start serving
     Log(LogLevel::kInfo, "stop signal during loading; exiting without serving");
-    grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
     if (http) http->Stop();
     (*serving)->Stop();
     return absl::OkStatus();
@@ -192,8 +208,8 @@ absl::Status Run(SignalWatcher& signals) {
 
   const int sig = signals.Wait();
   Log(LogLevel::kInfo, absl::StrCat("got ", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-  Drain(options, service, **serving);
-  grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  Drain(options, signals, service, **serving);
+  grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
   if (http) http->Stop();
   (*serving)->Stop();
   Log(LogLevel::kInfo, "stopped");

@@ -2,7 +2,11 @@
 #include "server/signal_watcher.h"
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <utility>
 
 namespace moe::server {
 namespace {
@@ -36,6 +40,15 @@ void SignalWatcher::Loop() {
     if (sig <= 0) continue;
     absl::MutexLock lock(&mu_);
     if (signal_ == 0) signal_ = sig;
+    ++count_;
+    if (exit_phase_.empty()) continue;
+    if (count_ == 1) {
+      std::fprintf(stderr, "moe-server: %s while %s; signal again to exit at once\n",
+                   sigabbrev_np(sig), exit_phase_.c_str());
+    } else {
+      std::fprintf(stderr, "moe-server: second signal while %s; exiting now\n", exit_phase_.c_str());
+      std::_Exit(128 + sig);
+    }
   }
 }
 
@@ -49,6 +62,16 @@ int SignalWatcher::Wait() {
 bool SignalWatcher::received() const {
   absl::MutexLock lock(&mu_);
   return signal_ != 0;
+}
+
+int SignalWatcher::count() const {
+  absl::MutexLock lock(&mu_);
+  return count_;
+}
+
+void SignalWatcher::SetExitOnSecondSignal(std::string phase) {
+  absl::MutexLock lock(&mu_);
+  exit_phase_ = std::move(phase);
 }
 
 }  // namespace moe::server

@@ -210,6 +210,38 @@ TEST_F(ServerLifecycleTest, SigtermDrainsOpenStreamsRefusesNewOnesAndExitsZero) 
   EXPECT_EQ(server_->Wait(), 0) << server_->Log();
 }
 
+TEST_F(ServerLifecycleTest, ASecondSigtermAbortsTheDrainingStreamsAndExitsZero) {
+  // One sequence at a time and 8 x 400 tokens: the drain alone would take many seconds.
+  StartServer({"--max_seqs", "1", "--drain_timeout", "600s"});
+  std::vector<Streamed> results(8);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] { results[i] = StreamGenerate(*stub_, Request({i + 1, 7}, 400)); });
+  }
+  ASSERT_EQ(WaitForLoad([](const v1::Load& l) { return l.active_streams() == 8; }).active_streams(), 8);
+  server_->Signal(SIGTERM);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (Health() != grpc::health::v1::HealthCheckResponse::NOT_SERVING && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(Health(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  ASSERT_GT(GetLoad().active_streams(), 1) << "the drain was over before the second signal";
+
+  const absl::Time second = absl::Now();
+  server_->Signal(SIGTERM);
+  EXPECT_EQ(server_->Wait(absl::Seconds(20)), 0) << server_->Log();
+  EXPECT_LT(absl::Now() - second, absl::Seconds(10)) << "the second signal did not cut the drain";
+  for (std::thread& t : clients) t.join();
+  int aborted = 0;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << i << ": " << results[i].status.error_message();
+    ASSERT_EQ(results[i].finals.size(), 1u) << i;
+    if (results[i].finals[0].reason() == v1::FINISH_REASON_ABORTED) ++aborted;
+  }
+  EXPECT_GT(aborted, 0);
+  EXPECT_THAT(server_->Log(), HasSubstr("second signal: aborting"));
+}
+
 TEST_F(ServerLifecycleTest, ReflectionListsTheGenerationService) {
   StartServer({});
   auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel_);
