@@ -43,7 +43,7 @@ void SignalWatcher::Loop() {
     ++count_;
     if (exit_phase_.empty()) continue;
     if (count_ == 1) {
-      std::fprintf(stderr, "moe-server: %s while %s; signal again to exit at once\n",
+      std::fprintf(stderr, "moe-server: SIG%s while %s; signal again to exit at once\n",
                    sigabbrev_np(sig), exit_phase_.c_str());
     } else {
       std::fprintf(stderr, "moe-server: second signal while %s; exiting now\n", exit_phase_.c_str());
