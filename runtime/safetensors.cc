@@ -1,6 +1,7 @@
 #include "runtime/safetensors.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -139,7 +140,15 @@ absl::StatusOr<Tensor> SafetensorsFile::Get(const std::string& name) const {
     return absl::NotFoundError(absl::StrCat(path(), ": no tensor \"", name, "\""));
   }
   const Entry& e = it->second;
-  return Tensor::Borrow(file_, file_->bytes().data() + e.begin, e.spec.dtype, e.spec.shape);
+  const std::byte* data = file_->bytes().data() + e.begin;
+  if (reinterpret_cast<uintptr_t>(data) % DTypeSize(e.spec.dtype) == 0) {
+    return Tensor::Borrow(file_, data, e.spec.dtype, e.spec.shape);
+  }
+  // The format does not promise aligned data (writers pad the header to 8 bytes, but older
+  // ones did not): an element that straddles its alignment is read through an aligned copy.
+  Tensor copy = Tensor::Empty(e.spec.dtype, e.spec.shape);
+  std::memcpy(copy.data<std::byte>(), data, copy.nbytes());
+  return copy;
 }
 
 absl::Status WriteSafetensors(const std::string& path, absl::Span<const TensorSpec> specs,

@@ -44,7 +44,8 @@ class SafetensorsFile {
   // Tensor names in file order.
   std::vector<std::string> names() const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  // A view into the mapped file; it keeps the mapping alive.
+  // A view into the mapped file that keeps the mapping alive; a copy when the tensor's data
+  // is not aligned to its element size in the file.
   absl::StatusOr<Tensor> Get(const std::string& name) const;
 
  private:

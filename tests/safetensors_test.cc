@@ -79,6 +79,35 @@ TEST(SafetensorsTest, ShardedCheckpointFindsEachTensorInItsShard) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("places \"y\" in s1.safetensors, which lacks it"));
 }
 
+TEST(SafetensorsTest, ReadsTensorsWhoseDataIsNotAligned) {
+  // The data starts 8-byte aligned; an f16 ahead of "w" leaves w's f32 elements straddling
+  // their 4-byte alignment in the mapping.
+  const std::string dir = testing::ScratchDir("unaligned");
+  std::string header =
+      R"({"h":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},"w":{"dtype":"F32","shape":[3],"data_offsets":[2,14]}})";
+  header.resize((header.size() + 7) / 8 * 8, ' ');
+  const std::string path = dir + "/model.safetensors";
+  const float w_values[3] = {1.5f, -2.25f, 1e30f};
+  {
+    std::ofstream out(path, std::ios::binary);
+    const uint64_t header_len = header.size();
+    out.write(reinterpret_cast<const char*>(&header_len), 8);
+    out << header;
+    const uint16_t h = 0x3C00;  // 1.0 in f16
+    out.write(reinterpret_cast<const char*>(&h), 2);
+    out.write(reinterpret_cast<const char*>(w_values), sizeof(w_values));
+  }
+  auto file = SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<Tensor> w = (*file)->Get("w");
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w->data<float>()) % alignof(float), 0u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(w->data<float>()[i], w_values[i]) << i;
+  absl::StatusOr<Tensor> h = (*file)->Get("h");
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->data<uint16_t>()[0], 0x3C00);
+}
+
 TEST(SafetensorsTest, RejectsTruncatedFile) {
   const std::string dir = testing::ScratchDir("truncated");
   const std::string header = R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}})";
