@@ -1,5 +1,6 @@
 // RunExperts on the GPU: checks, the workspace layout, the device-built schedule and the
-// choice between the decode (experts_decode.cu) and prefill (experts_prefill.cu) paths.
+// choice between the decode (experts_decode.cu) and prefill (experts_prefill.cu, and
+// experts_prefill_wgmma.cu on Hopper's warpgroup MMA) paths.
 #include "moe/cuda/experts.h"
 
 #include <algorithm>
@@ -53,7 +54,7 @@ __global__ void __launch_bounds__(kScheduleThreads)
   __shared__ int32_t active_slot[kMaxExperts];  // [E] 1 if e has rows, then the scan
   for (int32_t e = threadIdx.x; e < num_experts; e += blockDim.x) {
     const auto rows = ExpertRows(expert_offsets, e, num_rows);
-    first_tile[e] = static_cast<int32_t>(CeilDiv(rows.end - rows.begin, kTileRows));
+    first_tile[e] = static_cast<int32_t>(CeilDiv(rows.end - rows.begin, ws.tile_rows));
     active_slot[e] = rows.end > rows.begin ? 1 : 0;
   }
   __syncthreads();
@@ -75,7 +76,7 @@ __global__ void __launch_bounds__(kScheduleThreads)
     if (rows.end == rows.begin) continue;
     if (active_slot[e] < ws.max_active) ws.active[active_slot[e]] = e;
     int32_t tile = first_tile[e];
-    for (int32_t r = rows.begin; r < rows.end && tile < ws.max_tiles; r += kTileRows, ++tile) {
+    for (int32_t r = rows.begin; r < rows.end && tile < ws.max_tiles; r += ws.tile_rows, ++tile) {
       ws.tiles[tile] = ExpertTile{e, r};
     }
   }
@@ -105,7 +106,7 @@ void CheckArgs(const ExpertsArgs& a) {
 ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts) {
   const bool few_rows = num_rows <= kDecodeMaxRows ||
                         num_rows <= kDecodeMaxRowsPerExpert * static_cast<int64_t>(num_experts);
-  return few_rows ? ExpertsPath::kDecode : ExpertsPath::kPrefill;
+  return few_rows ? ExpertsPath::kDecode : ExpertsPath::kPrefillWmma;
 }
 
 size_t ExpertsWorkspaceBytes(int32_t max_rows, int32_t num_experts, int32_t intermediate) {
@@ -118,24 +119,33 @@ void RunExperts(const ExpertsArgs& args, void* workspace, cudaStream_t stream) {
   CHECK(workspace != nullptr && Aligned16(workspace)) << "workspace must be 16-byte aligned";
   const WorkspaceLayout l = Layout(args.num_rows, args.num_experts, args.intermediate);
   char* base = static_cast<char*>(workspace);
+  const ExpertsPath path = args.path == ExpertsPath::kAuto
+                               ? ChooseExpertsPath(args.num_rows, args.num_experts)
+                               : args.path;
   const ExpertsWorkspace ws{
       .h = reinterpret_cast<__nv_bfloat16*>(base + l.h),
       .tiles = reinterpret_cast<ExpertTile*>(base + l.tiles),
       .active = reinterpret_cast<int32_t*>(base + l.active),
       .counters = reinterpret_cast<int32_t*>(base + l.counters),
       .max_tiles = l.max_tiles,
+      .tile_rows =
+          path == ExpertsPath::kPrefillWgmma ? experts_internal::kWgmmaTileRows : kTileRows,
       .max_active = l.max_active,
   };
   ScheduleKernel<<<1, kScheduleThreads, 0, stream>>>(args.expert_offsets, args.num_experts,
                                                      args.num_rows, ws);
   CUDA_CHECK_LAUNCH();
-  const ExpertsPath path = args.path == ExpertsPath::kAuto
-                               ? ChooseExpertsPath(args.num_rows, args.num_experts)
-                               : args.path;
-  if (path == ExpertsPath::kDecode) {
-    experts_internal::LaunchDecodeExperts(args, ws, stream);
-  } else {
-    experts_internal::LaunchPrefillExperts(args, ws, stream);
+  switch (path) {
+    case ExpertsPath::kDecode:
+      experts_internal::LaunchDecodeExperts(args, ws, stream);
+      break;
+    case ExpertsPath::kPrefillWgmma:
+      experts_internal::LaunchPrefillWgmmaExperts(args, ws, stream);
+      break;
+    case ExpertsPath::kAuto:  // resolved above
+    case ExpertsPath::kPrefillWmma:
+      experts_internal::LaunchPrefillExperts(args, ws, stream);
+      break;
   }
 }
 

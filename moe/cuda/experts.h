@@ -11,14 +11,16 @@
 // projection, so ys differs from the all-f32 CPU reference by about 2^-9 relative per term.
 // x rows are gathered through source_token inside the GEMM (no gathered copy of x).
 //
-// Two paths, picked on the host from N and E alone (ChooseExpertsPath), never from the
+// Three paths, picked on the host from N and E alone (ChooseExpertsPath), never from the
 // plan's contents, so the launch shapes need no device-to-host read:
-//   decode:  weight streaming; a block owns (active expert, 8 output columns), a warp one
-//            column, reading each weight row once with 16-byte loads against the expert's
-//            rows, 8 rows at a time. Best when experts hold a few rows each.
-//   prefill: tensor-core (WMMA bf16, f32 accumulate) grouped GEMM over 64-row tiles of
-//            each expert's rows, tile list built on the device.
-// Both paths give the same result up to f32 summation order.
+//   decode:        weight streaming; a block owns (active expert, 8 output columns), a warp
+//                  one column, reading each weight row once with 16-byte loads against the
+//                  expert's rows, 8 rows at a time. Best when experts hold a few rows each.
+//   prefill WMMA:  tensor-core (WMMA bf16, f32 accumulate) grouped GEMM over 64-row tiles
+//                  of each expert's rows, tile list built on the device.
+//   prefill wgmma: the same on Hopper's warpgroup MMA over 128-row tiles, 4-stage cp.async
+//                  pipeline into 128-byte swizzled tiles (experts_prefill_wgmma.cu).
+// All give the same result up to f32 summation order.
 //
 // Requirements (checked): D and I multiples of 8; x, gate_up, down and the workspace
 // 16-byte aligned; 1 <= E <= 1024. Rows past offsets[E] (dropped ids) are not written.
@@ -32,7 +34,7 @@
 
 namespace moe::cuda {
 
-enum class ExpertsPath { kAuto, kDecode, kPrefill };
+enum class ExpertsPath { kAuto, kDecode, kPrefillWmma, kPrefillWgmma };
 
 struct ExpertsArgs {
   const __nv_bfloat16* x;                 // [T, D] token rows (gathered through source_token)
@@ -49,11 +51,13 @@ struct ExpertsArgs {
   ExpertsPath path = ExpertsPath::kAuto;  // kAuto: ChooseExpertsPath; tests force one
 };
 
-// What kAuto runs: decode when N <= 64 or N <= 4*E (few rows per expert), else prefill.
+// What kAuto runs: decode when N <= 64 or N <= 4*E (few rows per expert), else prefill
+// WMMA. (The wgmma path is not picked until it has been checked on a GPU.)
 ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts);
 
 // Scratch bytes RunExperts needs for up to `max_rows` dispatched rows:
-//   h [N, I] bf16 + tile list [ceil(N/64) + E] x (expert, first row) int32
+//   h [N, I] bf16 + tile list [ceil(N/64) + E] x (expert, first row) int32 (a bound for
+//   tiles of 64 rows or more)
 //   + active experts [E] int32 + 2 counters, each part rounded up to 256 bytes.
 size_t ExpertsWorkspaceBytes(int32_t max_rows, int32_t num_experts, int32_t intermediate);
 // `workspace` holds at least ExpertsWorkspaceBytes(args.num_rows, E, I) bytes.

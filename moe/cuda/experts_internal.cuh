@@ -11,10 +11,11 @@
 
 namespace moe::cuda::experts_internal {
 
-inline constexpr int kTileRows = 64;      // rows per prefill tile (the GEMMs' BM)
+inline constexpr int kTileRows = 64;        // rows per WMMA prefill tile (its BM)
+inline constexpr int kWgmmaTileRows = 128;  // rows per wgmma prefill tile (its BM)
 inline constexpr int kMaxExperts = 1024;  // the schedule kernel's shared arrays
 
-// One prefill tile: rows [row_begin, min(row_begin + kTileRows, end of expert's rows)).
+// One prefill tile: rows [row_begin, min(row_begin + tile rows, end of expert's rows)).
 struct ExpertTile {
   int32_t expert;
   int32_t row_begin;
@@ -29,7 +30,8 @@ struct ExpertsWorkspace {
   ExpertTile* tiles;   // [max_tiles] in expert order, then row order
   int32_t* active;     // [max_active] experts with at least one row, ascending
   int32_t* counters;   // [2] tiles and active experts actually written
-  int32_t max_tiles;   // ceil(N / kTileRows) + E, a bound on sum_e ceil(n_e / kTileRows)
+  int32_t max_tiles;   // ceil(N / kTileRows) + E, a bound on sum_e ceil(n_e / tile_rows)
+  int32_t tile_rows;   // rows per tile of this run's prefill path
   int32_t max_active;  // min(N, E)
 };
 
@@ -45,9 +47,11 @@ __device__ __forceinline__ RowRange ExpertRows(const int32_t* offsets, int32_t e
   return {begin, end};
 }
 
-// Both read ws.counters and ws.tiles / ws.active, which the schedule kernel wrote earlier
+// Each reads ws.counters and ws.tiles / ws.active, which the schedule kernel wrote earlier
 // on the same stream; grids are sized from the bounds in `ws`.
 void LaunchDecodeExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws, cudaStream_t stream);
 void LaunchPrefillExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws, cudaStream_t stream);
+void LaunchPrefillWgmmaExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws,
+                               cudaStream_t stream);
 
 }  // namespace moe::cuda::experts_internal

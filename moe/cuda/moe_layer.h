@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "moe/cuda/device_weights.h"
 #include "moe/cuda/expert_load.h"
+#include "moe/cuda/experts.h"
 #include "moe/cuda/routing.h"
 #include "runtime/cuda/blas.h"
 #include "runtime/cuda/device_tensor.h"
@@ -30,6 +31,7 @@ struct MoeLayerShape {
   int32_t intermediate = 0;  // I
   ScoringFunc scoring = ScoringFunc::kSoftmax;
   bool renormalize = false;
+  ExpertsPath experts_path = ExpertsPath::kAuto;  // benchmarks and tests may force one
 };
 
 class MoeLayer {

@@ -33,11 +33,20 @@ void PrintTo(ScoringFunc scoring, std::ostream* os) {
   *os << (scoring == ScoringFunc::kSoftmax ? "softmax" : "sigmoid");
 }
 namespace cuda {
-void PrintTo(ExpertsPath path, std::ostream* os) {
-  *os << (path == ExpertsPath::kDecode    ? "decode"
-          : path == ExpertsPath::kPrefill ? "prefill"
-                                          : "auto");
+const char* PathName(ExpertsPath path) {
+  switch (path) {
+    case ExpertsPath::kAuto:
+      return "Auto";
+    case ExpertsPath::kDecode:
+      return "Decode";
+    case ExpertsPath::kPrefillWmma:
+      return "PrefillWmma";
+    case ExpertsPath::kPrefillWgmma:
+      return "PrefillWgmma";
+  }
+  return "?";
 }
+void PrintTo(ExpertsPath path, std::ostream* os) { *os << PathName(path); }
 }  // namespace cuda
 
 namespace {
@@ -370,6 +379,9 @@ const ExpertsCase kExpertsCases[] = {
     {"FirstChoiceExpert0", 300, 8, 2, 64, 48, Skew::kOnExpert0},
     {"AllRowsOnExpert0", 70, 8, 1, 64, 32, Skew::kOnExpert0},
     {"EmptyExpert", 37, 60, 4, 128, 88, Skew::kEmptyExpert},
+    // 150 rows per expert (two 128-row tiles, the second partial), and D and I that are not
+    // multiples of the 64-deep stages or of the tiles' widths.
+    {"TilesAndTails", 300, 4, 2, 200, 136, Skew::kUniform},
 };
 
 class CudaExperts : public ::testing::TestWithParam<std::tuple<ExpertsCase, cuda::ExpertsPath>> {};
@@ -382,12 +394,11 @@ TEST_P(CudaExperts, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaExperts,
                          ::testing::Combine(::testing::ValuesIn(kExpertsCases),
                                             ::testing::Values(cuda::ExpertsPath::kDecode,
-                                                              cuda::ExpertsPath::kPrefill)),
+                                                              cuda::ExpertsPath::kPrefillWmma,
+                                                              cuda::ExpertsPath::kPrefillWgmma)),
                          [](const auto& info) {
                            return absl::StrCat(std::get<0>(info.param).name, "_",
-                                               std::get<1>(info.param) == cuda::ExpertsPath::kDecode
-                                                   ? "Decode"
-                                                   : "Prefill");
+                                               cuda::PathName(std::get<1>(info.param)));
                          });
 
 // The whole layer on the GPU (Route -> Dispatch -> RunExperts (auto path) -> Combine)
