@@ -30,6 +30,7 @@ ABSL_FLAG(std::vector<std::string>, batches, (std::vector<std::string>{"1", "8",
 ABSL_FLAG(std::vector<std::string>, prefill, (std::vector<std::string>{"2048", "8192"}), "prefill lengths");
 ABSL_FLAG(int, context, 1024, "tokens already cached per decoding sequence");
 ABSL_FLAG(int, steps, 20, "timed decode steps per batch");
+ABSL_FLAG(bool, wgmma_prefill, false, "prefill experts on the wgmma path (CudaModelOptions::wgmma_prefill)");
 
 namespace moe::cuda {
 namespace {
@@ -96,7 +97,8 @@ absl::Status Run() {
   const double weight_gb = weights.bytes / 1e9;
   ASSIGN_OR_RETURN(auto model, CudaMoeModel::Create(config, std::move(weights),
                                                     {.max_tokens = std::max(max_prefill, max_batch),
-                                                     .max_seqs = max_batch}));
+                                                     .max_seqs = max_batch,
+                                                     .wgmma_prefill = absl::GetFlag(FLAGS_wgmma_prefill)}));
   const int blocks_per_seq = (std::max(context + 1, max_prefill) + kBlockSize - 1) / kBlockSize;
   ASSIGN_OR_RETURN(KvCache kv, model->CreateKvCache({.num_layers = config.num_layers,
                                                      .num_blocks = max_batch * blocks_per_seq,
@@ -107,19 +109,23 @@ absl::Status Run() {
             << absl::StrFormat("%s, %d layers: %.1f GB of bf16 weights made in %s\n", path, config.num_layers,
                                weight_gb, absl::FormatDuration(absl::Now() - load))
             << absl::StrFormat("copy bandwidth measured now: %.0f GB/s\n\n", ceilings.copy_gb_per_s)
-            << absl::StrFormat("decode, %d tokens cached per sequence\n%6s %10s %12s %12s %10s\n", context, "batch",
-                               "ms/step", "tokens/s", "roofline ms", "%roofline");
+            << absl::StrFormat("decode, %d tokens cached per sequence\n%6s %10s %12s %12s %10s %14s\n", context,
+                               "batch", "ms/step", "tokens/s", "roofline ms", "%roofline", "graph replays");
   for (int batch : batches) {
     const StepBatch b = MakeBatch(batch, 1, context, config.vocab_size);
     for (int i = 0; i < 2; ++i) RETURN_IF_ERROR(model->Forward(b, kv).status());
     const int steps = absl::GetFlag(FLAGS_steps);
+    const int64_t replays_before = model->step_counts().graph_replays;
     const absl::Time start = absl::Now();
     for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(model->Forward(b, kv).status());
     const double ms = absl::ToDoubleMilliseconds(absl::Now() - start) / steps;
     const double roofline_ms = DecodeBytes(config, batch, context) / (ceilings.copy_gb_per_s * 1e6);
-    std::cout << absl::StrFormat("%6d %10.2f %12.0f %12.2f %9.1f%%\n", batch, ms, batch * 1e3 / ms, roofline_ms,
-                                 100.0 * roofline_ms / ms);
+    const int64_t replays = model->step_counts().graph_replays - replays_before;
+    std::cout << absl::StrFormat("%6d %10.2f %12.0f %12.2f %9.1f%% %8d of %-3d\n", batch, ms, batch * 1e3 / ms,
+                                 roofline_ms, 100.0 * roofline_ms / ms, replays, steps);
   }
+  std::cout << absl::StrFormat("decode graph: %d kernels in the graph captured last\n",
+                               model->step_counts().last_graph_kernels);
   std::cout << absl::StrFormat("\nprefill, one sequence\n%8s %10s %12s\n", "tokens", "ms", "tokens/s");
   for (int len : prefills) {
     const StepBatch b = MakeBatch(1, len, 0, config.vocab_size);

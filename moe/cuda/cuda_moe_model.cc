@@ -181,7 +181,10 @@ absl::Status CudaMoeModel::Init() {
                                                      .top_k = c.top_k,
                                                      .intermediate = c.expert_intermediate_size,
                                                      .scoring = ScoringFunc::kSoftmax,
-                                                     .renormalize = c.norm_topk_prob}));
+                                                     .renormalize = c.norm_topk_prob,
+                                                     .auto_prefill = options_.wgmma_prefill
+                                                                         ? ExpertsPath::kPrefillWgmma
+                                                                         : ExpertsPath::kPrefillWmma}));
     s.moe.emplace(std::move(moe));
   }
   RETURN_IF_ERROR(alloc(s.mlp_gate_up, DType::kBF16, {T * 2 * mlp}));
@@ -271,6 +274,7 @@ absl::StatusOr<Tensor> CudaMoeModel::RunStep(const StepBatch& batch, const Devic
   ASSIGN_OR_RETURN(const DeviceStepBatch d, s.uploader->Upload(batch, s.stream));
   RETURN_IF_ERROR(SetRealTokens(d.num_tokens));
   RETURN_IF_ERROR(EnqueueStep(d, cache));
+  ++step_counts_.eager;
   return FinishStep(d.num_logits_rows);
 }
 
@@ -381,13 +385,19 @@ absl::StatusOr<Tensor> CudaMoeModel::DecodeWithGraph(const StepBatch& batch, con
   }
   if (GraphCache::Exec* exec = s.graphs.Find(key)) {
     RETURN_IF_ERROR(s.graphs.Launch(*exec, s.stream));
+    ++step_counts_.graph_replays;
     return FinishStep(batch.num_seqs());
   }
   // First step at this key: run it eagerly (which also warms cuBLAS up for these shapes),
   // then capture it for the next ones.
   RETURN_IF_ERROR(EnqueueStep(d, cache));
+  ++step_counts_.eager;
   ASSIGN_OR_RETURN(Tensor logits, FinishStep(batch.num_seqs()));
   const absl::Status captured = s.graphs.Capture(key, s.stream, [&] { return EnqueueStep(d, cache); });
+  if (captured.ok()) {
+    ++step_counts_.graph_captures;
+    step_counts_.last_graph_kernels = s.graphs.last_kernel_nodes();
+  }
   if (!captured.ok()) {
     s.graphs_failed = true;
     std::fprintf(stderr, "moe: CUDA graph capture failed, decode steps run without graphs: %s\n",

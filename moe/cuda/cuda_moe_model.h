@@ -33,6 +33,9 @@ struct CudaModelOptions {
   // Decode steps (one token per sequence) of up to this many sequences replay as one CUDA
   // graph each, the batch padded up to a power of two; 0 turns graphs off.
   int32_t max_graph_batch = 256;
+  // Prefill steps run the expert GEMMs on Hopper's warpgroup MMA (ExpertsPath::kPrefillWgmma)
+  // rather than WMMA. Off until the wgmma path has been checked on a GPU.
+  bool wgmma_prefill = false;
 };
 
 class CudaMoeModel final : public Model {
@@ -51,6 +54,16 @@ class CudaMoeModel final : public Model {
   absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) override;
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
   std::vector<int64_t> RoutedTokensPerExpert() const override;
+
+  // How the steps so far were launched (read it between steps). A decode step of a size
+  // seen before is one graph launch between its upload and its logits copy.
+  struct StepCounts {
+    int64_t eager = 0;           // launched kernel by kernel (prefill; a decode size's first)
+    int64_t graph_replays = 0;   // launched as one CUDA graph
+    int64_t graph_captures = 0;
+    int64_t last_graph_kernels = 0;  // kernel nodes in the graph captured last
+  };
+  StepCounts step_counts() const { return step_counts_; }
 
  private:
   struct Step;  // per-step buffers and the stream
@@ -75,6 +88,7 @@ class CudaMoeModel final : public Model {
   CudaModelOptions options_;
   ModelInfo info_;
   std::unique_ptr<Step> step_;
+  StepCounts step_counts_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
 };
 

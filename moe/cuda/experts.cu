@@ -103,10 +103,10 @@ void CheckArgs(const ExpertsArgs& a) {
 
 }  // namespace
 
-ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts) {
+ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts, ExpertsPath prefill) {
   const bool few_rows = num_rows <= kDecodeMaxRows ||
                         num_rows <= kDecodeMaxRowsPerExpert * static_cast<int64_t>(num_experts);
-  return few_rows ? ExpertsPath::kDecode : ExpertsPath::kPrefillWmma;
+  return few_rows ? ExpertsPath::kDecode : prefill;
 }
 
 size_t ExpertsWorkspaceBytes(int32_t max_rows, int32_t num_experts, int32_t intermediate) {
@@ -120,7 +120,7 @@ void RunExperts(const ExpertsArgs& args, void* workspace, cudaStream_t stream) {
   const WorkspaceLayout l = Layout(args.num_rows, args.num_experts, args.intermediate);
   char* base = static_cast<char*>(workspace);
   const ExpertsPath path = args.path == ExpertsPath::kAuto
-                               ? ChooseExpertsPath(args.num_rows, args.num_experts)
+                               ? ChooseExpertsPath(args.num_rows, args.num_experts, args.auto_prefill)
                                : args.path;
   const ExpertsWorkspace ws{
       .h = reinterpret_cast<__nv_bfloat16*>(base + l.h),

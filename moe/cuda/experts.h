@@ -49,11 +49,14 @@ struct ExpertsArgs {
   int32_t hidden = 0;                     // D
   int32_t intermediate = 0;               // I
   ExpertsPath path = ExpertsPath::kAuto;  // kAuto: ChooseExpertsPath; tests force one
+  ExpertsPath auto_prefill = ExpertsPath::kPrefillWmma;  // the prefill path kAuto picks
 };
 
-// What kAuto runs: decode when N <= 64 or N <= 4*E (few rows per expert), else prefill
-// WMMA. (The wgmma path is not picked until it has been checked on a GPU.)
-ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts);
+// What kAuto runs: decode when N <= 64 or N <= 4*E (few rows per expert), else
+// `prefill` (WMMA by default: the wgmma path is not the default until it has been checked
+// on a GPU).
+ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts,
+                              ExpertsPath prefill = ExpertsPath::kPrefillWmma);
 
 // Scratch bytes RunExperts needs for up to `max_rows` dispatched rows:
 //   h [N, I] bf16 + tile list [ceil(N/64) + E] x (expert, first row) int32 (a bound for

@@ -58,7 +58,8 @@ absl::Status MoeLayer::Run(const Blas& blas, cudaStream_t stream, const DeviceTe
               .source_token = plan.source_token, .gate_up = experts.gate_up.data<__nv_bfloat16>(),
               .down = experts.down.data<__nv_bfloat16>(), .ys = ys_.data<float>(), .num_tokens = T,
               .num_rows = T * s.top_k, .num_experts = s.num_experts, .hidden = s.hidden,
-              .intermediate = s.intermediate, .path = s.experts_path}, experts_workspace_.raw(), stream);
+              .intermediate = s.intermediate, .path = s.experts_path,
+              .auto_prefill = s.auto_prefill}, experts_workspace_.raw(), stream);
   Combine({.ys = ys_.data<float>(), .row_of = plan.row_of, .topk_weights = topk_weights_.data<float>(),
            .out = out.data<float>(), .num_tokens = T, .top_k = s.top_k, .hidden = s.hidden}, stream);
   return absl::OkStatus();

@@ -32,6 +32,7 @@ struct MoeLayerShape {
   ScoringFunc scoring = ScoringFunc::kSoftmax;
   bool renormalize = false;
   ExpertsPath experts_path = ExpertsPath::kAuto;  // benchmarks and tests may force one
+  ExpertsPath auto_prefill = ExpertsPath::kPrefillWmma;  // the prefill path kAuto picks
 };
 
 class MoeLayer {

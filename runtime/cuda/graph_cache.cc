@@ -1,5 +1,8 @@
 #include "runtime/cuda/graph_cache.h"
 
+#include <memory>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/status_macros.h"
@@ -12,6 +15,24 @@ struct GraphCache::Exec {
     if (exec != nullptr) cudaGraphExecDestroy(exec);
   }
 };
+
+namespace {
+
+absl::Status CountKernelNodes(cudaGraph_t graph, int64_t* count) {
+  size_t num_nodes = 0;
+  CUDA_RETURN_IF_ERROR(cudaGraphGetNodes(graph, nullptr, &num_nodes));
+  std::vector<cudaGraphNode_t> nodes(num_nodes);
+  CUDA_RETURN_IF_ERROR(cudaGraphGetNodes(graph, nodes.data(), &num_nodes));
+  *count = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    CUDA_RETURN_IF_ERROR(cudaGraphNodeGetType(node, &type));
+    if (type == cudaGraphNodeTypeKernel) ++*count;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 GraphCache::GraphCache() = default;
 GraphCache::~GraphCache() = default;
@@ -34,9 +55,11 @@ absl::Status GraphCache::Capture(const Key& key, cudaStream_t stream, const std:
     RETURN_IF_ERROR(enqueued);
     return absl::InternalError(absl::StrCat("capturing a CUDA graph failed: ", cudaGetErrorString(ended)));
   }
+  // The captured graph is only needed until it is instantiated.
+  const std::unique_ptr<CUgraph_st, cudaError_t (*)(cudaGraph_t)> owned(graph, cudaGraphDestroy);
+  RETURN_IF_ERROR(CountKernelNodes(graph, &last_kernel_nodes_));
   auto exec = std::make_unique<Exec>();
   const cudaError_t made = cudaGraphInstantiate(&exec->exec, graph, 0);
-  cudaGraphDestroy(graph);
   if (made != cudaSuccess) {
     cudaGetLastError();
     exec->exec = nullptr;

@@ -37,9 +37,12 @@ class GraphCache {
   absl::Status Launch(Exec& exec, cudaStream_t stream);
   void Clear();
   size_t size() const { return graphs_.size(); }
+  // Kernel nodes of the graph captured last (0 before any capture).
+  int64_t last_kernel_nodes() const { return last_kernel_nodes_; }
 
  private:
   std::map<Key, std::unique_ptr<Exec>> graphs_;
+  int64_t last_kernel_nodes_ = 0;
 };
 
 }  // namespace moe::cuda

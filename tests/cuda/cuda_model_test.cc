@@ -154,19 +154,44 @@ TEST(CudaModel, Qwen3_30B_A3B_FourLayersMatchCpu) {
   ASSERT_TRUE(written.ok()) << written.status();
   auto cpu = MoeModel::Load(dir);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  auto gpu = cuda::CudaMoeModel::Load(dir, {.max_tokens = 256, .max_seqs = 8});
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  // 220 prompt tokens route 1760 rows over 128 experts: the prefill step takes the prefill
+  // expert path (WMMA, then wgmma), and the decode steps the decode path.
   std::vector<std::vector<int32_t>> prompts = {{}, {}, {}};
-  for (int i = 0; i < 40; ++i) prompts[0].push_back((i * 7919 + 13) % 151936);
+  for (int i = 0; i < 200; ++i) prompts[0].push_back((i * 7919 + 13) % 151936);
   for (int i = 0; i < 3; ++i) prompts[1].push_back((i * 104729 + 5) % 151936);
   for (int i = 0; i < 17; ++i) prompts[2].push_back((i * 15485863 + 1) % 151936);
-  const Comparison c = CompareGreedy(**cpu, **gpu, prompts,
-                                     {.max_new_tokens = 8, .block_size = 16, .keep_prompt_logits = true,
-                                      .keep_step_logits = true},
-                                     "qwen3-30b-a3b 4 layers");
-  std::cout << "qwen3-30b-a3b 4 layers: max relative error vs CPU " << c.worst_prompt << " (prompt logits), "
-            << c.worst_step << " (decode steps)\n";
+  for (const bool wgmma : {false, true}) {
+    const std::string what = wgmma ? "qwen3-30b-a3b 4 layers (wgmma prefill)" : "qwen3-30b-a3b 4 layers";
+    auto gpu = cuda::CudaMoeModel::Load(dir, {.max_tokens = 256, .max_seqs = 8, .wgmma_prefill = wgmma});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    const Comparison c = CompareGreedy(**cpu, **gpu, prompts,
+                                       {.max_new_tokens = 8, .block_size = 16, .keep_prompt_logits = true,
+                                        .keep_step_logits = true},
+                                       what);
+    std::cout << what << ": max relative error vs CPU " << c.worst_prompt << " (prompt logits), " << c.worst_step
+              << " (decode steps)\n";
+  }
   fs::remove_all(dir);
+}
+
+TEST(CudaModel, DecodeStepsReplayAsOneGraph) {
+  MOE_REQUIRE_GPU();
+  auto gpu = cuda::CudaMoeModel::Load(testing::DataDir() + "/models/qwen3_moe", {.max_tokens = 64, .max_seqs = 8});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  auto out = RunGreedy(**gpu, {{1, 2, 3}, {4, 5}, {6, 7, 8, 9}}, {.max_new_tokens = 12});
+  ASSERT_TRUE(out.ok()) << out.status();
+  // Three sequences (padded to 4) stay at one context bucket: the first decode step runs
+  // eagerly and is captured, and every later one is a single graph launch.
+  const cuda::CudaMoeModel::StepCounts counts = (*gpu)->step_counts();
+  ASSERT_EQ(out->timings.decode_steps, 11);
+  EXPECT_EQ(counts.graph_captures, 1);
+  EXPECT_EQ(counts.graph_replays, out->timings.decode_steps - 1);
+  EXPECT_EQ(counts.eager, 2) << "the prefill step and the first decode step";
+  // The graph holds the whole step: at least norm, qkv, prologue, KV write, attention,
+  // o_proj, norm, router, route, dispatch and experts kernels in every layer.
+  EXPECT_GE(counts.last_graph_kernels, 10 * (*gpu)->info().num_layers);
+  std::cout << "decode graph: " << counts.last_graph_kernels << " kernels for "
+            << (*gpu)->info().num_layers << " layers\n";
 }
 
 TEST(CudaModel, RejectsAHostKvCacheAndOversizedSteps) {
