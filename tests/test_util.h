@@ -1,6 +1,7 @@
 // Helpers shared by the tests: scratch directories and small random models.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -19,7 +20,12 @@ inline std::string ScratchDir(const std::string& name) {
   return dir.string();
 }
 
-inline std::string DataDir() { return MOE_TEST_DATA_DIR; }
+// tests/data of the source tree the test was built from, or $MOE_TEST_DATA_DIR when set
+// (test binaries run from another checkout, as on the GPU machine).
+inline std::string DataDir() {
+  const char* moved = std::getenv("MOE_TEST_DATA_DIR");
+  return moved != nullptr && moved[0] != '\0' ? moved : MOE_TEST_DATA_DIR;
+}
 
 // A small Qwen3-MoE config.json: 2 layers, D 64, 4 heads / 2 KV heads of 32, 8 experts top-2.
 inline nlohmann::json TinyQwen3Config() {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# On the GPU machine: every check that needs the GPU, in one run, on the binaries that
+# tools/device/bundle.sh packed into .device-bundle/. Each step's output goes to a log in
+# $OUT (or ./gpu-logs), and a summary line per step to stdout.
+#
+#   tools/device/gpu-checks.sh [tests] [bench] [model]    # no argument: all three
+#     tests: the CUDA test binaries (kernels against the CPU reference, the whole model)
+#     bench: bench-moe-layer at Qwen3-30B-A3B and Mixtral shapes, every expert path
+#     model: bench-model, the 48-layer Qwen3-30B-A3B (decode batches, prefill 2k and 8k),
+#            with the WMMA and then the wgmma prefill
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-gpu-logs}
+mkdir -p "$out"
+bin=$PWD/.device-bundle/bin
+export LD_LIBRARY_PATH=$PWD/.device-bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export MOE_TEST_DATA_DIR=$PWD/tests/data
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tests bench model)
+
+run() {  # run NAME COMMAND...: log to $out/NAME.log, one summary line
+  local name=$1; shift
+  local start=$SECONDS
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  # gtest's totals if it is a test, else the last line
+  local summary
+  summary=$(grep -E '^\[ *(PASSED|FAILED|SKIPPED) *\] [0-9]+ tests?' "$out/$name.log" | tr '\n' ' ')
+  [ -z "$summary" ] && summary=$(tail -n 1 "$out/$name.log")
+  echo "$name: exit $rc in $((SECONDS - start)) s: $summary"
+}
+
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >"$out/gpu.txt" 2>&1 ||
+  echo "no nvidia-smi" >"$out/gpu.txt"
+cat "$out/gpu.txt"
+for step in "${steps[@]}"; do
+  case $step in
+    tests)
+      for t in cuda_ops_test cuda_attention_test cuda_moe_kernels_test cuda_model_test; do
+        run "$t" "$bin/$t" --gtest_brief=1
+      done
+      ;;
+    bench)
+      run bench-moe-layer "$bin/bench-moe-layer" --paths auto,wmma,wgmma
+      ;;
+    model)
+      run bench-model "$bin/bench-model"
+      run bench-model-wgmma "$bin/bench-model" --batches 1 --wgmma_prefill
+      ;;
+    *) echo "unknown step $step (tests, bench, model)"; exit 2 ;;
+  esac
+done
