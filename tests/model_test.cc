@@ -97,6 +97,31 @@ TEST_F(ModelTest, EachSequenceIsTheSameAloneOrBatched) {
   }
 }
 
+TEST_F(ModelTest, TeacherForcingAppendsTheGivenTokensAndRecordsTheArgmax) {
+  const GreedyOutput free = Run(*dir_, kPrompts, {.max_new_tokens = 6});
+  std::vector<std::vector<int32_t>> forced;
+  for (const GreedyResult& r : free.sequences) {
+    EXPECT_EQ(r.argmax, r.tokens);
+    forced.push_back(r.tokens);
+  }
+  // Forced onto its own choices, the model repeats itself exactly.
+  const GreedyOutput same = Run(*dir_, kPrompts, {.max_new_tokens = 6, .forced_tokens = &forced});
+  for (size_t i = 0; i < kPrompts.size(); ++i) ExpectSame(free.sequences[i], same.sequences[i], "forced");
+  // Forced elsewhere: the given tokens are appended; the first step (before any forced
+  // token is read back) is unchanged, later ones follow the forced context.
+  for (auto& f : forced) std::fill(f.begin(), f.end(), 7);
+  const GreedyOutput other = Run(*dir_, kPrompts, {.max_new_tokens = 6, .forced_tokens = &forced});
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    EXPECT_EQ(other.sequences[i].tokens, std::vector<int32_t>(6, 7));
+    EXPECT_EQ(other.sequences[i].argmax[0], free.sequences[i].argmax[0]);
+    EXPECT_EQ(other.sequences[i].step_logits[0], free.sequences[i].step_logits[0]);
+  }
+  auto model = MoeModel::Load(*dir_);
+  ASSERT_TRUE(model.ok());
+  const std::vector<std::vector<int32_t>> too_short(kPrompts.size(), std::vector<int32_t>(2, 7));
+  EXPECT_FALSE(RunGreedy(**model, kPrompts, {.max_new_tokens = 6, .forced_tokens = &too_short}).ok());
+}
+
 TEST_F(ModelTest, ShardedCheckpointGivesTheSameModel) {
   const std::string sharded = testing::ScratchDir("sharded");
   auto written = WriteRandomModel(testing::TinyQwen3Config(),

@@ -30,6 +30,16 @@ absl::StatusOr<GreedyOutput> RunGreedy(
   const ModelInfo& info = model.info();
   const int32_t bs = options.block_size;
   if (options.max_new_tokens < 1) return absl::InvalidArgumentError("max_new_tokens must be >= 1");
+  if (options.forced_tokens != nullptr) {
+    if (options.forced_tokens->size() != prompts.size()) {
+      return absl::InvalidArgumentError("forced_tokens needs one list per prompt");
+    }
+    for (const std::vector<int32_t>& forced : *options.forced_tokens) {
+      if (static_cast<int>(forced.size()) < options.max_new_tokens) {
+        return absl::InvalidArgumentError("forced_tokens must hold max_new_tokens tokens per prompt");
+      }
+    }
+  }
   std::vector<Sequence> seqs(prompts.size());
   int64_t total_blocks = 0;
   int32_t max_blocks_per_seq = 1;
@@ -119,9 +129,14 @@ absl::StatusOr<GreedyOutput> RunGreedy(
         result.prompt_logits.emplace_back(row, row + V);
       }
       if (token_pos != static_cast<int32_t>(seq.tokens.size()) - 1) continue;  // not sampling
-      const int32_t next = ArgMax(row, V);
+      const int32_t argmax = ArgMax(row, V);
+      const int32_t next =
+          options.forced_tokens != nullptr
+              ? (*options.forced_tokens)[logits_owner[r]][result.tokens.size()]
+              : argmax;
       seq.tokens.push_back(next);
       result.tokens.push_back(next);
+      result.argmax.push_back(argmax);
       if (options.keep_step_logits) result.step_logits.emplace_back(row, row + V);
       const bool eos = options.stop_at_eos && std::find(info.eos_token_ids.begin(),
                                                         info.eos_token_ids.end(), next) !=

@@ -24,10 +24,15 @@ struct GreedyOptions {
   bool stop_at_eos = false;         // stop a sequence at any of the model's EOS ids
   bool keep_prompt_logits = false;  // return the logits of every prompt position
   bool keep_step_logits = false;    // return the logits that chose each new token
+  // Teacher forcing: per prompt, the tokens to append instead of the argmax (each at least
+  // max_new_tokens long), so that two models can be compared step by step on the same
+  // sequence. The argmax is still recorded.
+  const std::vector<std::vector<int32_t>>* forced_tokens = nullptr;
 };
 
 struct GreedyResult {
-  std::vector<int32_t> tokens;                     // [N] generated ids
+  std::vector<int32_t> tokens;                     // [N] appended ids (the argmax unless forced)
+  std::vector<int32_t> argmax;                     // [N] the argmax at each step
   std::vector<std::vector<float>> prompt_logits;   // [P][vocab] if kept
   std::vector<std::vector<float>> step_logits;     // [N][vocab] if kept
 };
