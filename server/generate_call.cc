@@ -66,6 +66,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateCall::Start(Context cont
   std::shared_ptr<GenerateCall> call(new GenerateCall(std::move(context), built));
   call->self_ = call;
   const absl::Status submitted = call->context_.engine->Submit(std::move(built.request), call);
+  if (submitted.ok() && call->context_.take_early_abort && call->context_.take_early_abort()) {
+    call->context_.engine->Abort(call->id_);
+  }
   if (!submitted.ok()) {
     call->context_.metrics->OnRejected(CodeName(submitted));
     {

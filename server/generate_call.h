@@ -35,6 +35,9 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     Engine* engine;
     Metrics* metrics;
     std::function<void()> on_done;  // after the stream finished, on a gRPC thread
+    // Right after the engine accepted the request: true if an Abort came for it before
+    // the engine knew it (it is then aborted at once).
+    std::function<bool()> take_early_abort;
   };
 
   // Submits `built` (whose request id is set) to the engine and returns the reactor; if the

@@ -122,6 +122,7 @@ absl::Status GenerationService::Register(std::string& id) {
 void GenerationService::Unregister(const std::string& id) {
   absl::MutexLock lock(&mu_);
   streams_.erase(id);
+  early_aborts_.erase(id);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
@@ -146,7 +147,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
       absl::StrCat("Generate ", id, ": ", built->request.prompt.size(), " prompt tokens"));
   return GenerateCall::Start({.engine = &serving()->engine(),
                               .metrics = &metrics_,
-                              .on_done = [this, id]() { Unregister(id); }},
+                              .on_done = [this, id]() { Unregister(id); },
+                              .take_early_abort =
+                                  [this, id]() {
+                                    absl::MutexLock lock(&mu_);
+                                    return early_aborts_.erase(id) > 0;
+                                  }},
                              *std::move(built));
 }
 
@@ -157,13 +163,15 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
   if (!serving.ok()) return Reply(context, serving.status());
   {
     // Held across the engine's Abort: while the id is registered it names this stream's
-    // request, and no new stream can take the id over before the abort is queued.
+    // request, and no new stream can take the id over before the abort is queued. A stream
+    // registers before its request reaches the engine; an abort in between is kept for the
+    // stream to apply once the engine has it.
     absl::MutexLock lock(&mu_);
     if (streams_.count(request->request_id()) == 0) {
       return Reply(context, absl::NotFoundError(absl::StrCat("no running request has request_id \"",
                                                              request->request_id(), "\"")));
     }
-    (*serving)->engine().Abort(request->request_id());
+    if (!(*serving)->engine().Abort(request->request_id())) early_aborts_.insert(request->request_id());
   }
   return Reply(context, absl::OkStatus());
 }

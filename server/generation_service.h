@@ -80,6 +80,8 @@ class GenerationService final : public v1::Generation::CallbackService {
   ServingModel* serving_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<std::string> streams_ ABSL_GUARDED_BY(mu_);  // ids of open Generate streams
+  // Streams an Abort came for before their request reached the engine.
+  std::set<std::string> early_aborts_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

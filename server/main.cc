@@ -140,7 +140,7 @@ void Drain(const ServerOptions& o, const SignalWatcher& signals, GenerationServi
       absl::StrCat("draining ", service.active_streams(), " open streams (timeout ",
                    absl::FormatDuration(o.drain_timeout), "; signal again to abort them now)"));
   const absl::Time deadline = absl::Now() + o.drain_timeout;
-  bool drained = false;
+  bool drained = service.WaitForStreams(absl::ZeroDuration());
   while (!drained && absl::Now() < deadline && signals.count() < 2) {
     drained = service.WaitForStreams(std::min(absl::Milliseconds(50), deadline - absl::Now()));
   }

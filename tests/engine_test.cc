@@ -284,7 +284,7 @@ TEST_F(EngineTest, RejectsBadOptionsAndRequestsAfterStop) {
   engine->Stop();
   auto sink = std::make_shared<RecordingSink>();
   EXPECT_EQ(engine->Submit(Greedy("late", {1}, 2), sink).code(), absl::StatusCode::kUnavailable);
-  engine->Abort("never-submitted");  // harmless
+  EXPECT_FALSE(engine->Abort("never-submitted"));  // harmless
   ExpectDrained(*engine);
 }
 
@@ -305,11 +305,12 @@ TEST_F(EngineTest, AnAbortAimedAtAFinishedRequestSparesTheNextOneWithItsId) {
   // The abort is taken while "x" runs (from its own stream, mid-step), but "x" finishes in
   // that same step; the next step drains it after a new "x" was submitted.
   auto first = std::make_shared<RecordingSink>();
-  first->on_delta = [&engine](const OutputDelta&) { engine->Abort("x"); };
+  first->on_delta = [&engine](const OutputDelta&) { EXPECT_TRUE(engine->Abort("x")); };
   ASSERT_TRUE(engine->Submit(Greedy("x", {1, 2, 3}, 1), first).ok());
   ASSERT_TRUE(engine->Step().ok());
   ASSERT_TRUE(first->choice().final.has_value());
   EXPECT_EQ(first->choice().final->reason, FinishReason::kLength);
+  EXPECT_FALSE(engine->Abort("x")) << "x has finished";
 
   auto second = std::make_shared<RecordingSink>();
   ASSERT_TRUE(engine->Submit(Greedy("x", {4, 5, 6}, 3), second).ok());

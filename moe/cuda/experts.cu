@@ -95,8 +95,8 @@ void CheckArgs(const ExpertsArgs& a) {
       << "expert width " << a.intermediate << ": expected a positive multiple of 8";
   CHECK(a.x != nullptr && a.expert_offsets != nullptr && a.source_token != nullptr &&
         a.gate_up != nullptr && a.down != nullptr && a.ys != nullptr);
-  CHECK(Aligned16(a.x) && Aligned16(a.gate_up) && Aligned16(a.down))
-      << "x, gate_up and down must be 16-byte aligned";
+  CHECK(Aligned16(a.x) && Aligned16(a.gate_up) && Aligned16(a.down) && Aligned16(a.ys))
+      << "x, gate_up, down and ys must be 16-byte aligned";
   CHECK(CeilDiv(a.num_rows, kTileRows) + a.num_experts <= 65535)
       << a.num_rows << " rows need more prefill tiles than a grid's y dimension holds";
 }

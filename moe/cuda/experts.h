@@ -22,7 +22,7 @@
 //                  pipeline into 128-byte swizzled tiles (experts_prefill_wgmma.cu).
 // All give the same result up to f32 summation order.
 //
-// Requirements (checked): D and I multiples of 8; x, gate_up, down and the workspace
+// Requirements (checked): D and I multiples of 8; x, gate_up, down, ys and the workspace
 // 16-byte aligned; 1 <= E <= 1024. Rows past offsets[E] (dropped ids) are not written.
 #pragma once
 

@@ -28,6 +28,7 @@
 #include "moe/cuda/experts_internal.cuh"
 #include "moe/cuda/kernel_util.cuh"
 #include "moe/cuda/wgmma.cuh"
+#include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
 
 namespace moe::cuda::experts_internal {
@@ -189,8 +190,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
-  // Warpgroup (wm, wn) multiplies A rows 64 wm.. against B rows 128 wn...
+  // Warpgroup (wm, wn) multiplies A rows 64 wm.. against B rows 128 wn... A warpgroup
+  // whose rows all lie past the expert's end (a short last tile) still copies and meets
+  // the barriers, but skips its MMAs.
   const int warpgroup = threadIdx.x / 128, wm = warpgroup / 2, wn = warpgroup % 2;
+  const bool has_rows = tile.row_begin + wm * kWarpgroupM < row_end;  // warpgroup-uniform
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
@@ -209,6 +213,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kt + kLookahead < num_k_tiles) load_stage(kt + kLookahead);
     __pipeline_commit();
 
+    if (!has_rows) continue;
     const int s = kt % kStages;
     const unsigned char* a = tile_a(s) + wm * kWarpgroupM * wgmma::kRowBytes;
     const unsigned char* b = tile_b(s) + wn * kWarpgroupN * wgmma::kRowBytes;
@@ -223,8 +228,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::Wait<1>();  // the MMAs of kt - 1 are done
     wgmma::FenceOperands(acc);
   }
-  wgmma::Wait<0>();
-  wgmma::FenceOperands(acc);
+  if (has_rows) {
+    wgmma::Wait<0>();
+    wgmma::FenceOperands(acc);
+  }
   __pipeline_wait_prior(0);  // no copy may still be in flight when the block exits
 
   const int64_t out_col0 = col0 + wn * (kGateUp ? kWarpgroupN / 2 : kWarpgroupN);
@@ -235,6 +242,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 void LaunchPrefillWgmmaExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws,
                                cudaStream_t stream) {
+  int device = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CHECK(major == 9) << "the wgmma prefill path runs on Hopper (sm_90a) only; this device is sm_"
+                    << major << "x";
   // Set on every launch: the attribute is per device, and setting it is cheap.
   CUDA_CHECK(cudaFuncSetAttribute(GroupedGemmWgmmaKernel<true>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));

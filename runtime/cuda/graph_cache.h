@@ -37,7 +37,7 @@ class GraphCache {
   absl::Status Launch(Exec& exec, cudaStream_t stream);
   void Clear();
   size_t size() const { return graphs_.size(); }
-  // Kernel nodes of the graph captured last (0 before any capture).
+  // Kernel nodes of the graph captured last (0 before any capture, -1 if uncounted).
   int64_t last_kernel_nodes() const { return last_kernel_nodes_; }
 
  private:

@@ -92,10 +92,12 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
   return absl::OkStatus();
 }
 
-void Engine::Abort(const std::string& request_id) {
+bool Engine::Abort(const std::string& request_id) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(request_id);
-  if (it != live_.end()) aborts_.push_back({request_id, it->second});  // late aborts are moot
+  if (it == live_.end()) return false;  // late aborts are moot
+  aborts_.push_back({request_id, it->second});
+  return true;
 }
 
 void Engine::DrainInbox() {

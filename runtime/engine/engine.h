@@ -78,8 +78,9 @@ class Engine {
   // Validates and enqueues. Errors (bad ids, too long, can never fit) come back here and
   // nothing reaches the sink.
   absl::Status Submit(Request request, std::shared_ptr<OutputSink> sink);
-  // Finishes the request with kAborted; its blocks are freed at the next step.
-  void Abort(const std::string& request_id);
+  // Finishes the request with kAborted; its blocks are freed at the next step. False when
+  // no request of that id is live (not submitted yet, or finished): nothing is done.
+  bool Abort(const std::string& request_id);
 
   // Runs steps on a background thread until Stop() (or destruction).
   void Start();
