@@ -3,11 +3,15 @@
 # tools/device/bundle.sh packed into .device-bundle/. Each step's output goes to a log in
 # $OUT (or ./gpu-logs), and a summary line per step to stdout.
 #
-#   tools/device/gpu-checks.sh [tests] [bench] [model]    # no argument: all three
-#     tests: the CUDA test binaries (kernels against the CPU reference, the whole model)
-#     bench: bench-moe-layer at Qwen3-30B-A3B and Mixtral shapes, every expert path
-#     model: bench-model, the 48-layer Qwen3-30B-A3B (decode batches, prefill 2k and 8k),
-#            with the WMMA and then the wgmma prefill
+#   tools/device/gpu-checks.sh [tests] [bench] [model] [sanitize] [profile]
+#     tests:    the CUDA test binaries (kernels against the CPU reference, the whole model)
+#     bench:    bench-moe-layer at Qwen3-30B-A3B and Mixtral shapes, every expert path
+#     model:    bench-model, the 48-layer Qwen3-30B-A3B (decode batches, prefill 2k and 8k),
+#               with the WMMA and then the wgmma prefill
+#     sanitize: compute-sanitizer memcheck over the kernel tests, racecheck over the
+#               shared-memory kernels (slow: minutes)
+#     profile:  ncu's per-kernel summary of a 4-layer model's decode and prefill steps
+#   No argument: tests, bench and model.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-gpu-logs}
@@ -47,6 +51,20 @@ for step in "${steps[@]}"; do
       run bench-model "$bin/bench-model"
       run bench-model-wgmma "$bin/bench-model" --batches 1 --wgmma_prefill
       ;;
-    *) echo "unknown step $step (tests, bench, model)"; exit 2 ;;
+    sanitize)
+      for t in cuda_ops_test cuda_attention_test cuda_moe_kernels_test; do
+        run "memcheck-$t" compute-sanitizer --tool memcheck --error-exitcode 1 "$bin/$t" \
+          --gtest_brief=1 --gtest_filter=-*RealWidths*
+      done
+      run racecheck-moe compute-sanitizer --tool racecheck --error-exitcode 1 \
+        "$bin/cuda_moe_kernels_test" --gtest_brief=1 --gtest_filter=*Prefill*:*Route*:*Dispatch*
+      run racecheck-attention compute-sanitizer --tool racecheck --error-exitcode 1 \
+        "$bin/cuda_attention_test" --gtest_brief=1 --gtest_filter=Prefill/*
+      ;;
+    profile)
+      run ncu-decode ncu --clock-control none --print-summary per-kernel "$bin/bench-model" \
+        --layers 4 --batches 1,32 --steps 3 --prefill 2048
+      ;;
+    *) echo "unknown step $step (tests, bench, model, sanitize, profile)"; exit 2 ;;
   esac
 done
