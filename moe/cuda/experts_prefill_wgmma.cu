@@ -191,10 +191,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   // Warpgroup (wm, wn) multiplies A rows 64 wm.. against B rows 128 wn... A warpgroup
-  // whose rows all lie past the expert's end (a short last tile) still copies and meets
-  // the barriers, but skips its MMAs.
+  // whose rows all lie past the expert's end (a short last tile) multiplies zeros: skipping
+  // its MMAs behind a branch makes ptxas serialize every wgmma in the kernel (C7518).
   const int warpgroup = threadIdx.x / 128, wm = warpgroup / 2, wn = warpgroup % 2;
-  const bool has_rows = tile.row_begin + wm * kWarpgroupM < row_end;  // warpgroup-uniform
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
@@ -213,7 +212,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kt + kLookahead < num_k_tiles) load_stage(kt + kLookahead);
     __pipeline_commit();
 
-    if (!has_rows) continue;
     const int s = kt % kStages;
     const unsigned char* a = tile_a(s) + wm * kWarpgroupM * wgmma::kRowBytes;
     const unsigned char* b = tile_b(s) + wn * kWarpgroupN * wgmma::kRowBytes;
@@ -228,10 +226,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::Wait<1>();  // the MMAs of kt - 1 are done
     wgmma::FenceOperands(acc);
   }
-  if (has_rows) {
-    wgmma::Wait<0>();
-    wgmma::FenceOperands(acc);
-  }
+  wgmma::Wait<0>();
+  wgmma::FenceOperands(acc);
   __pipeline_wait_prior(0);  // no copy may still be in flight when the block exits
 
   const int64_t out_col0 = col0 + wn * (kGateUp ? kWarpgroupN / 2 : kWarpgroupN);

@@ -19,6 +19,15 @@
 
 #include <cuda_runtime.h>
 
+// wgmma exists only in sm_90a code (the "a" features). Other device passes (a compute_90
+// PTX for forward compatibility, say) compile these wrappers to a trap; RunExperts only
+// takes the wgmma path on an sm_90 device, where the sm_90a code is what runs.
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MOE_WGMMA_ASM(...) __trap()
+#else
+#define MOE_WGMMA_ASM(...) asm volatile(__VA_ARGS__)
+#endif
+
 namespace moe::cuda::wgmma {
 
 // Tiles are K-major: a row holds 64 bf16 (128 bytes) of one M or N index, stored in the
@@ -59,18 +68,18 @@ __device__ __forceinline__ void FenceProxyAsync() {
 
 // Before the first MMA of a group: orders earlier accumulator and shared memory accesses.
 __device__ __forceinline__ void Fence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+  MOE_WGMMA_ASM("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
 
 // Closes the group of MMAs issued since the last commit.
 __device__ __forceinline__ void Commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  MOE_WGMMA_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
 
 // Waits until at most `kPending` committed groups of this warpgroup are still running.
 template <int kPending>
 __device__ __forceinline__ void Wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+  MOE_WGMMA_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
 
 // Keeps the compiler from moving accesses of `d` across MMAs still in flight.
@@ -87,7 +96,7 @@ __device__ __forceinline__ void FenceOperands(float (&d)[kN]) {
 //   d[4j + 2], d[4j + 3] = D[16w + l/4 + 8, 8j + 2(l%4) + {0, 1}]
 __device__ __forceinline__ void MmaM64N128K16(float (&d)[64], uint64_t a, uint64_t b,
                                               bool accumulate) {
-  asm volatile(
+  MOE_WGMMA_ASM(
       "{\n"
       ".reg .pred p;\n"
       "setp.ne.b32 p, %66, 0;\n"
@@ -114,3 +123,5 @@ __device__ __forceinline__ void MmaM64N128K16(float (&d)[64], uint64_t a, uint64
 }
 
 }  // namespace moe::cuda::wgmma
+
+#undef MOE_WGMMA_ASM
