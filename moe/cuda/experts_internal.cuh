@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include <cuda_bf16.h>
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include "moe/cuda/experts.h"
@@ -45,6 +46,35 @@ __device__ __forceinline__ RowRange ExpertRows(const int32_t* offsets, int32_t e
   const int32_t begin = min(max(offsets[e], 0), N);
   const int32_t end = min(max(offsets[e + 1], begin), N);
   return {begin, end};
+}
+
+// The A (activation) row of the prefill GEMMs for dispatched row r: the x row gathered
+// through source_token for gate/up, the h row for down; null past the tile's rows or for a
+// token id outside [0, T).
+template <bool kGateUp>
+__device__ __forceinline__ const __nv_bfloat16* ActivationRow(const ExpertsArgs& a,
+                                                              const ExpertsWorkspace& ws, int32_t r,
+                                                              int32_t row_end) {
+  if (r >= row_end) return nullptr;
+  if constexpr (kGateUp) {
+    const int32_t token = a.source_token[r];
+    if (token < 0 || token >= a.num_tokens) return nullptr;
+    return a.x + static_cast<int64_t>(token) * a.hidden;  // [D]
+  } else {
+    return ws.h + static_cast<int64_t>(r) * a.intermediate;  // [I]
+  }
+}
+
+// Copies 8 bf16 (row[k..k+8)) to shared memory with cp.async (the caller commits and
+// waits), or stores zeros when the chunk is outside: k and depth are multiples of 8, so a
+// chunk is wholly inside or wholly outside.
+__device__ __forceinline__ void CopyChunk(void* dst, const __nv_bfloat16* row, int64_t k,
+                                          int64_t depth) {
+  if (row != nullptr && k < depth) {
+    __pipeline_memcpy_async(dst, row + k, 16);
+  } else {
+    *static_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+  }
 }
 
 // Each reads ws.counters and ws.tiles / ws.active, which the schedule kernel wrote earlier

@@ -77,32 +77,6 @@ __device__ __forceinline__ const __nv_bfloat16* WeightRow(const ExpertsArgs& a, 
   }
 }
 
-// A row for dispatched row r (x gathered through source_token, or h), or null.
-template <bool kGateUp>
-__device__ __forceinline__ const __nv_bfloat16* ActivationRow(const ExpertsArgs& a,
-                                                              const ExpertsWorkspace& ws, int32_t r,
-                                                              int32_t row_end) {
-  if (r >= row_end) return nullptr;
-  if constexpr (kGateUp) {
-    const int32_t token = a.source_token[r];
-    if (token < 0 || token >= a.num_tokens) return nullptr;
-    return a.x + static_cast<int64_t>(token) * a.hidden;  // [D]
-  } else {
-    return ws.h + static_cast<int64_t>(r) * a.intermediate;  // [I]
-  }
-}
-
-// Copies 8 bf16 (row[k..k+8)) to shared memory, or writes zeros when the chunk is outside.
-// k and depth are multiples of 8, so a chunk is either wholly inside or wholly outside.
-__device__ __forceinline__ void CopyChunk(__nv_bfloat16* dst, const __nv_bfloat16* row, int64_t k,
-                                          int64_t depth) {
-  if (row != nullptr && k < depth) {
-    __pipeline_memcpy_async(dst, row + k, 16);
-  } else {
-    *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-  }
-}
-
 template <bool kGateUp>
 __device__ __forceinline__ void MmaStage(const __nv_bfloat16* a_s, const __nv_bfloat16* b_s, int wm,
                                          int wn, FragC (&acc)[2][2]) {
