@@ -61,6 +61,23 @@ TEST(StopCheckerTest, StopStringsWaitForMinTokens) {
   EXPECT_EQ(*s.finish, FinishReason::kStopString);
 }
 
+TEST(StopCheckerTest, AStopStringSeenBeforeMinTokensNeverStopsLater) {
+  // The longer stop string keeps text held back, so the early "\n" is still pending when
+  // min_tokens is reached: only a stop string ending in the newest token's text may stop.
+  StoppingParams params{.max_tokens = 10, .min_tokens = 2, .stop_strings = {"\n", "\n\nUser:"}};
+  StopChecker stop(params, {}, Pieces({"\n", "Hi", " there", "\n"}));
+  std::string streamed;
+  for (int32_t t = 0; t < 3; ++t) {
+    const StopChecker::Step s = stop.Append(t, t + 1);
+    EXPECT_FALSE(s.finish.has_value()) << "token " << t << " stopped on \"" << s.matched_stop << "\"";
+    streamed += s.text;
+  }
+  const StopChecker::Step s = stop.Append(3, 4);  // a new "\n", after min_tokens
+  ASSERT_TRUE(s.finish.has_value());
+  EXPECT_EQ(*s.finish, FinishReason::kStopString);
+  EXPECT_EQ(streamed + s.text, "\nHi there");
+}
+
 TEST(StopCheckerTest, StopTokenTextIsNotStreamed) {
   StoppingParams params{.max_tokens = 10, .stop_token_ids = {1}};
   StopChecker stop(params, {}, Pieces({"a", "<|eot|>"}));

@@ -47,8 +47,9 @@ StopChecker::Step StopChecker::Append(int32_t token, int num_output) {
     step.text = Flush();
     return step;
   }
+  const size_t old_size = pending_.size();
   if (text_ != nullptr) pending_ += text_->Append(token);
-  if (may_stop && FindStopString(step)) return step;
+  if (may_stop && FindStopString(old_size, step)) return step;
   if (at_length) {
     step.finish = FinishReason::kLength;
     step.text = Flush();
@@ -58,13 +59,16 @@ StopChecker::Step StopChecker::Append(int32_t token, int num_output) {
   return step;
 }
 
-// The earliest stop string in the pending text (held-back text always covers any
-// occurrence that the newest token could have completed).
-bool StopChecker::FindStopString(Step& step) {
+// The earliest stop string in the pending text that ends past `old_size`, in the newest
+// token's text (held-back text always covers any occurrence that token could have
+// completed). An occurrence that ended earlier was seen before min_tokens and is ignored
+// for good.
+bool StopChecker::FindStopString(size_t old_size, Step& step) {
   size_t best = std::string::npos;
   const std::string* matched = nullptr;
   for (const std::string& stop : params_.stop_strings) {
-    const size_t at = pending_.find(stop);
+    const size_t from = old_size >= stop.size() ? old_size - stop.size() + 1 : 0;
+    const size_t at = pending_.find(stop, from);
     if (at != std::string::npos && at < best) best = at, matched = &stop;
   }
   if (matched == nullptr) return false;

@@ -44,7 +44,7 @@ class StopChecker {
 
  private:
   std::string Release(bool all);
-  bool FindStopString(Step& step);
+  bool FindStopString(size_t old_size, Step& step);
 
   const StoppingParams params_;
   std::vector<int32_t> eos_ids_;
