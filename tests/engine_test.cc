@@ -321,6 +321,32 @@ TEST_F(EngineTest, AnAbortAimedAtAFinishedRequestSparesTheNextOneWithItsId) {
   ExpectDrained(*engine);
 }
 
+TEST_F(EngineTest, PreemptionTakesTheLowestPriorityFirst) {
+  // 12 blocks of 4 hold two 23-token sequences but not three: when the pool runs out, the
+  // later-admitted priority-0 request must not be the one recomputed.
+  auto engine = NewEngine({.num_kv_blocks = 12, .block_size = 4});
+  std::vector<std::shared_ptr<RecordingSink>> low;
+  for (int i = 0; i < 2; ++i) {
+    Request r = Greedy("low" + std::to_string(i), std::vector<int32_t>(4, i + 1), 19);
+    r.priority = 5;
+    low.push_back(std::make_shared<RecordingSink>());
+    ASSERT_TRUE(engine->Submit(r, low.back()).ok());
+  }
+  ASSERT_TRUE(engine->Step().ok());
+  Request r = Greedy("high", std::vector<int32_t>(4, 9), 19);
+  r.priority = 0;
+  auto high = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine->Submit(r, high).ok());
+  while (!high->choice().final.has_value()) ASSERT_TRUE(engine->Step().ok());
+  EXPECT_GT(engine->GetStats().preemptions, 0) << "the pool was meant to run out";
+  EXPECT_FALSE(low[0]->choice().final.has_value() && low[1]->choice().final.has_value())
+      << "both low-priority requests finished before the high-priority one";
+  ASSERT_TRUE(engine->RunUntilIdle().ok());
+  for (const auto& sink : low) EXPECT_EQ(sink->choice().tokens.size(), 19u);
+  EXPECT_EQ(high->choice().tokens.size(), 19u);
+  ExpectDrained(*engine);
+}
+
 TEST_F(EngineTest, StressOf1000RequestsWithRandomAbortsReturnsEveryBlock) {
   std::mt19937 rng(5);
   auto engine_owner = NewEngine({.num_kv_blocks = 48, .block_size = 4,

@@ -55,7 +55,7 @@ void Scheduler::ScheduleRunning(StepPlan& plan, int& budget) {
     const int num_new = std::min<int>(seq->tokens.size() - seq->num_computed, budget);
     bool preempted_self = false;
     while (!blocks_.Grow(seq->block_table, seq->num_computed + num_new)) {
-      Sequence* victim = running_.back();
+      Sequence* victim = running_.back();  // served last: lowest priority, then newest
       Preempt(victim, plan);
       if (victim == seq) {
         preempted_self = true;
@@ -103,7 +103,7 @@ void Scheduler::ScheduleWaiting(StepPlan& plan, int& budget) {
       blocks_.RecordAdmission(seq->prompt_len, seq->num_cached_tokens);
     }
     seq->status = SequenceStatus::kRunning;
-    running_.push_back(seq);
+    running_.insert(std::upper_bound(running_.begin(), running_.end(), seq, ServedBefore), seq);
     it = waiting_.erase(it);
     plan.scheduled.push_back({seq, num_new});
     plan.num_tokens += num_new;

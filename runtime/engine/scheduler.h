@@ -62,7 +62,8 @@ class Scheduler {
 
   const SchedulerOptions options_;
   BlockManager& blocks_;
-  std::vector<Sequence*> running_;  // admission order; the newest is preempted first
+  // In serving order (priority, then arrival): served first, preempted last.
+  std::vector<Sequence*> running_;
   std::deque<Sequence*> waiting_;   // sorted by (priority, arrival)
 };
 
