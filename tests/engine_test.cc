@@ -300,6 +300,26 @@ TEST_F(EngineTest, TimeLimitEndsARequest) {
   ExpectDrained(engine);
 }
 
+TEST_F(EngineTest, TimeLimitsAndTimingsCountFromSubmit) {
+  // Time spent in the inbox (while the engine thread runs a long step) counts.
+  auto engine = NewEngine({.num_kv_blocks = 32, .block_size = 4});
+  Request limited = Greedy("limited", {1, 2, 3}, 3);
+  limited.stopping.time_limit = absl::Milliseconds(100);
+  auto limited_sink = std::make_shared<RecordingSink>();
+  auto timed_sink = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine->Submit(limited, limited_sink).ok());
+  ASSERT_TRUE(engine->Submit(Greedy("timed", {4, 5}, 3), timed_sink).ok());
+  absl::SleepFor(absl::Milliseconds(250));
+  ASSERT_TRUE(engine->RunUntilIdle().ok());
+  EXPECT_EQ(limited_sink->choice().final->reason, FinishReason::kTimeLimit);
+  const FinalOutput& timed = *timed_sink->choice().final;
+  EXPECT_EQ(timed.reason, FinishReason::kLength);
+  EXPECT_GE(timed.timings.queue, absl::Milliseconds(250));
+  EXPECT_GE(timed.timings.time_to_first_token, absl::Milliseconds(250));
+  EXPECT_GE(timed.timings.end_to_end, absl::Milliseconds(250));
+  ExpectDrained(*engine);
+}
+
 TEST_F(EngineTest, AnAbortAimedAtAFinishedRequestSparesTheNextOneWithItsId) {
   auto engine = NewEngine({.num_kv_blocks = 16, .block_size = 4});
   // The abort is taken while "x" runs (from its own stream, mid-step), but "x" finishes in

@@ -88,7 +88,8 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
   if (!live_.try_emplace(request.id, number).second) {
     return absl::AlreadyExistsError(absl::StrCat("request id \"", request.id, "\" is already running"));
   }
-  inbox_.push_back({number, std::make_shared<const Request>(std::move(request)), std::move(sink)});
+  inbox_.push_back({number, std::make_shared<const Request>(std::move(request)), std::move(sink),
+                    absl::Now()});
   return absl::OkStatus();
 }
 
@@ -124,7 +125,6 @@ void Engine::Admit(Submission submission) {
   RequestState& state = requests_[request->id];
   state.submission = submission.number;
   state.request = request;
-  const absl::Time now = absl::Now();
   const uint64_t arrival = next_arrival_++;
   for (int c = 0; c < request->sampling.n; ++c) {
     auto seq = std::make_unique<Sequence>();
@@ -139,7 +139,7 @@ void Engine::Admit(Submission submission) {
     seq->stop = std::make_unique<StopChecker>(
         request->stopping, model_.info().eos_token_ids,
         options_.text_streams ? options_.text_streams(*request) : nullptr);
-    seq->arrival = now;
+    seq->arrival = submission.submitted;
     scheduler_.Add(seq.get());
     state.choices.push_back(std::move(seq));
   }

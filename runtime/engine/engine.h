@@ -106,6 +106,7 @@ class Engine {
     uint64_t number;
     std::shared_ptr<const Request> request;
     std::shared_ptr<OutputSink> sink;
+    absl::Time submitted;  // timings and time limits count from here
   };
   struct AbortOrder {
     std::string request_id;
