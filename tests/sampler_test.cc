@@ -134,6 +134,25 @@ TEST(SamplerTest, LogprobsAreLogSoftmaxOfRawLogits) {
   EXPECT_NEAR(out.logprobs->top[0].logprob, 2.5 - std::log(z), 1e-5);
 }
 
+TEST(SamplerTest, InfiniteAndNanLogitsNeverBecomeAnArbitraryToken) {
+  Sampler sampler;
+  const SamplingParams greedy{.temperature = 0.0f};
+  const SamplingParams hot{.temperature = 0.7f};
+  const std::vector<float> inf = {1, 2, INFINITY, 0};
+  EXPECT_EQ(sampler.Sample({.logits = inf, .params = &greedy}).token, 2);
+  EXPECT_EQ(sampler.Sample({.logits = inf, .params = &hot, .seed = 5}).token, 2);
+  const std::vector<float> nan_first = {NAN, 1, 3, 2};
+  EXPECT_EQ(sampler.Sample({.logits = nan_first, .params = &greedy}).token, 2);
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    EXPECT_NE(sampler.Sample({.logits = nan_first, .params = &hot, .seed = seed}).token, 0);
+  }
+  const std::vector<float> nothing = {NAN, -INFINITY, NAN};
+  EXPECT_EQ(sampler.Sample({.logits = nothing, .params = &greedy}).token, -1);
+  EXPECT_EQ(sampler.Sample({.logits = nothing, .params = &hot, .seed = 1}).token, -1);
+  const SamplingParams with_logprobs{.temperature = 0.0f, .logprobs = 2};
+  EXPECT_FALSE(sampler.Sample({.logits = nothing, .params = &with_logprobs}).logprobs.has_value());
+}
+
 TEST(PhiloxTest, KnownAnswer) {
   // Random123's published vector for philox4x32-10, counter 0 and key 0.
   const auto r = Philox4x32(0, {0, 0, 0, 0});

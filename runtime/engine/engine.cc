@@ -257,7 +257,10 @@ void Engine::Postprocess(const StepPlan& plan, const Tensor& logits) {
                                              .choice = seq.choice});
     if (sampled.token < 0 || sampled.token >= model_.info().vocab_size) {
       Finish(seq, FinishReason::kError, "",
-             absl::InternalError(absl::StrCat("sampled token ", sampled.token, " is outside the vocabulary")));
+             absl::InternalError(sampled.token < 0
+                                     ? "no token can be sampled: every logit is NaN or -inf"
+                                     : absl::StrCat("sampled token ", sampled.token,
+                                                    " is outside the vocabulary")));
       continue;
     }
     EmitToken(seq, sampled);

@@ -27,8 +27,18 @@ SampledLogprobs RawLogprobs(absl::Span<const float> logits, int32_t chosen, int 
   return out;
 }
 
+// The largest logit, the lowest id among equals; NaNs are skipped. -1 when every logit is
+// NaN or -inf: nothing can be chosen, and the engine ends the sequence with an error.
 int32_t ArgMax(absl::Span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  int32_t best = -1;
+  float best_logit = -INFINITY;
+  for (size_t t = 0; t < logits.size(); ++t) {
+    if (logits[t] > best_logit) {  // false for NaN, and for -inf
+      best_logit = logits[t];
+      best = static_cast<int32_t>(t);
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -46,7 +56,7 @@ Sampled Sampler::Sample(const SampleInput& in) {
     ApplyPenaltiesAndBias(in);
     out.token = p.greedy() ? ArgMax(logits_) : Draw(in);
   }
-  if (p.logprobs >= 0) out.logprobs = RawLogprobs(in.logits, out.token, p.logprobs);
+  if (out.token >= 0 && p.logprobs >= 0) out.logprobs = RawLogprobs(in.logits, out.token, p.logprobs);
   return out;
 }
 
@@ -106,8 +116,11 @@ void Sampler::KeepNucleus(float top_p, const std::vector<float>& probs) {
 int32_t Sampler::Draw(const SampleInput& in) {
   const SamplingParams& p = *in.params;
   const int64_t V = logits_.size();
-  // Probabilities after temperature, unnormalized, relative to the max.
-  const float max_logit = *std::max_element(logits_.begin(), logits_.end());
+  // Probabilities after temperature, unnormalized, relative to the max. A +inf logit takes
+  // all the mass (the first one if several); NaNs get none.
+  const int32_t best = ArgMax(logits_);
+  if (best < 0 || logits_[best] == INFINITY) return best;
+  const float max_logit = logits_[best];
   std::vector<float>& probs = logits_;
   for (float& l : probs) l = std::exp((l - max_logit) / p.temperature);
 
@@ -124,9 +137,7 @@ int32_t Sampler::Draw(const SampleInput& in) {
                  order_.end());
   }
   if (p.top_p < 1.0f) KeepNucleus(p.top_p, probs);
-  // Nothing drawable (all logits -inf or NaN from a broken model): fall back to argmax
-  // rather than invent a token.
-  if (order_.empty()) return ArgMax(logits_);
+  if (order_.empty()) return best;  // min_p and the others always keep the most likely
   std::sort(order_.begin(), order_.end());  // the draw walks token ids in order
   double total = 0;
   for (int32_t t : order_) total += probs[t];

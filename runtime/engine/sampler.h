@@ -31,7 +31,7 @@ struct SampleInput {
 };
 
 struct Sampled {
-  int32_t token = -1;
+  int32_t token = -1;  // -1: nothing could be chosen (every logit NaN or -inf)
   std::optional<SampledLogprobs> logprobs;
 };
 
