@@ -34,7 +34,7 @@ void Scheduler::Remove(Sequence* seq) {
 void Scheduler::Preempt(Sequence* seq, StepPlan& plan) {
   running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
   blocks_.Release(seq->block_table);
-  seq->block_hashes.clear();
+  seq->block_chain.clear();
   seq->num_computed = 0;  // recomputed from the prompt (and its outputs) when readmitted
   seq->status = SequenceStatus::kWaiting;
   InsertWaiting(seq);
@@ -88,12 +88,12 @@ void Scheduler::ScheduleWaiting(StepPlan& plan, int& budget) {
     CHECK(seq->block_table.empty() && seq->num_computed == 0);
     PrefixMatch hit = blocks_.MatchPrefix(seq->tokens, seq->request->cache_salt);
     seq->block_table = std::move(hit.blocks);
-    seq->block_hashes = std::move(hit.chain);
+    seq->block_chain = std::move(hit.chain);
     seq->num_computed = hit.num_tokens;
     const int num_new = std::min<int>(seq->tokens.size() - seq->num_computed, budget);
     if (!blocks_.Grow(seq->block_table, seq->num_computed + num_new)) {
       blocks_.Release(seq->block_table);
-      seq->block_hashes.clear();
+      seq->block_chain.clear();
       seq->num_computed = 0;
       break;  // FCFS: nobody overtakes the head of the queue
     }
@@ -116,7 +116,7 @@ void Scheduler::Advance(const StepPlan& plan) {
     Sequence* seq = s.seq;
     seq->num_computed += s.num_new_tokens;
     blocks_.CacheFullBlocks(seq->block_table, seq->tokens, seq->num_computed,
-                            seq->request->cache_salt, seq->block_hashes);
+                            seq->request->cache_salt, seq->block_chain);
   }
 }
 

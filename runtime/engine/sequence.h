@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "runtime/engine/block_manager.h"
 #include "runtime/engine/output.h"
 #include "runtime/engine/request.h"
 
@@ -33,7 +34,7 @@ struct Sequence {
   int num_cached_tokens = 0;    // prompt tokens found in the prefix cache at first admission
   bool first_admission = true;
   std::vector<int32_t> block_table;
-  std::vector<uint64_t> block_hashes;  // prefix-cache hash chain of the full blocks so far
+  std::vector<ChainLink> block_chain;  // the prefix cache's chain of the full blocks so far
   SequenceStatus status = SequenceStatus::kWaiting;
 
   std::shared_ptr<OutputSink> sink;
