@@ -54,7 +54,7 @@ class FailedCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
 
 GenerateCall::GenerateCall(Context context, const BuiltRequest& built)
     : context_(std::move(context)),
-      id_(built.request.id),
+      engine_id_(built.request.id),
       stream_(built.stream),
       prompt_tokens_(static_cast<int>(built.request.prompt.size())),
       completion_tokens_(built.request.sampling.n, 0),
@@ -67,7 +67,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateCall::Start(Context cont
   call->self_ = call;
   const absl::Status submitted = call->context_.engine->Submit(std::move(built.request), call);
   if (submitted.ok() && call->context_.take_early_abort && call->context_.take_early_abort()) {
-    call->context_.engine->Abort(call->id_);
+    call->context_.engine->Abort(call->engine_id_);
   }
   if (!submitted.ok()) {
     call->context_.metrics->OnRejected(CodeName(submitted));
@@ -126,7 +126,8 @@ void GenerateCall::OnFinal(const FinalOutput& final) {
   out->mutable_timings()->set_end_to_end_s(absl::ToDoubleSeconds(final.timings.end_to_end));
   if (final.reason == FinishReason::kError) {
     out->set_error(std::string(final.error.message()));
-    Log(LogLevel::kError, absl::StrCat("request ", id_, " failed: ", final.error.ToString()));
+    Log(LogLevel::kError,
+        absl::StrCat("request ", context_.request_id, " failed: ", final.error.ToString()));
   }
   if (final.reason == FinishReason::kError) {
     absl::MutexLock lock(&mu_);
@@ -156,7 +157,7 @@ void GenerateCall::Enqueue(v1::GenerateResponse response) {
       break;
     }
     if (response.has_chunk() || response.has_final()) {
-      response.set_request_id(id_);
+      response.set_request_id(context_.request_id);
       pending_bytes_ += bytes;
       pending_.push_back(std::move(response));
     }
@@ -196,7 +197,10 @@ void GenerateCall::Pump() {
     if (next == Next::kFinish) finished_ = true;
   }
   if (next == Next::kWrite) StartWrite(&in_flight_);
-  if (next == Next::kFinish) Finish(finish_with);
+  if (next == Next::kFinish) {
+    if (context_.on_finish) context_.on_finish();  // before the client can see the end
+    Finish(finish_with);
+  }
 }
 
 void GenerateCall::OnWriteDone(bool ok) {
@@ -224,11 +228,10 @@ void GenerateCall::AbortInEngine() {
     absl::MutexLock lock(&mu_);
     running = finals_left_ > 0;
   }
-  if (running) context_.engine->Abort(id_);
+  if (running) context_.engine->Abort(engine_id_);
 }
 
 void GenerateCall::OnDone() {
-  if (context_.on_done) context_.on_done();
   self_.reset();  // the engine may still hold the sink until its final; then it goes too
 }
 

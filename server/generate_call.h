@@ -7,8 +7,8 @@
 // freed at the next step) and finishes the stream with CANCELLED; nothing more is written.
 //
 //   // in the service's Generate handler, after validation:
-//   return GenerateCall::Start({.engine = &engine, .metrics = &metrics, .on_done = ...},
-//                              std::move(built));
+//   return GenerateCall::Start({.engine = &engine, .metrics = &metrics, .request_id = id,
+//                               .on_finish = ...}, std::move(built));
 #pragma once
 
 #include <deque>
@@ -34,14 +34,18 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   struct Context {
     Engine* engine;
     Metrics* metrics;
-    std::function<void()> on_done;  // after the stream finished, on a gRPC thread
+    std::string request_id;  // the client's id, in every response (built.request.id is the
+                             // engine's, unique to this stream)
+    // When the stream issues its final status, on a gRPC thread: its request id is free
+    // again (the engine may still be finishing an aborted request under its own id).
+    std::function<void()> on_finish;
     // Right after the engine accepted the request: true if an Abort came for it before
     // the engine knew it (it is then aborted at once).
     std::function<bool()> take_early_abort;
   };
 
-  // Submits `built` (whose request id is set) to the engine and returns the reactor; if the
-  // engine refuses it, the stream finishes with the engine's status.
+  // Submits `built` (whose request id is the engine's) to the engine and returns the
+  // reactor; if the engine refuses it, the stream finishes with the engine's status.
   static grpc::ServerWriteReactor<v1::GenerateResponse>* Start(Context context, BuiltRequest built);
   // A stream that finishes at once with `status` (bad request, server not serving).
   static grpc::ServerWriteReactor<v1::GenerateResponse>* Fail(grpc::Status status);
@@ -66,7 +70,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void AbortInEngine();
 
   const Context context_;
-  const std::string id_;
+  const std::string engine_id_;  // the request's id in the engine
   const StreamOptions stream_;
   const int prompt_tokens_;
 

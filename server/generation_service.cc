@@ -98,7 +98,7 @@ absl::StatusOr<ServingModel*> GenerationService::Serving() const {
   return serving_;
 }
 
-absl::Status GenerationService::Register(std::string& id) {
+absl::StatusOr<std::string> GenerationService::Register(std::string& id) {
   if (id.size() > kMaxRequestIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id has ", id.size(), " bytes, at most ", kMaxRequestIdBytes));
@@ -113,47 +113,54 @@ absl::Status GenerationService::Register(std::string& id) {
       id = absl::StrCat("gen-", next_id_++);
     } while (streams_.count(id) > 0);
   }
-  if (!streams_.insert(id).second) {
+  std::string engine_id = absl::StrCat(id, "#", next_stream_++);
+  if (!streams_.emplace(id, engine_id).second) {
     return absl::AlreadyExistsError(absl::StrCat("request_id \"", id, "\" is already running"));
   }
-  return absl::OkStatus();
+  return engine_id;
 }
 
-void GenerationService::Unregister(const std::string& id) {
+void GenerationService::Unregister(const std::string& id, const std::string& engine_id) {
   absl::MutexLock lock(&mu_);
-  streams_.erase(id);
-  early_aborts_.erase(id);
+  auto it = streams_.find(id);
+  if (it != streams_.end() && it->second == engine_id) streams_.erase(it);
+  early_aborts_.erase(engine_id);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
-  absl::StatusOr<BuiltRequest> built = [&]() -> absl::StatusOr<BuiltRequest> {
+  // (the client's request id, the request with the engine's id)
+  auto built = [&]() -> absl::StatusOr<std::pair<std::string, BuiltRequest>> {
     if (state() != v1::ServerInfo::STATE_SERVING) {
       return absl::UnavailableError(
           absl::StrCat("the server is ", StateName(state()), " and takes no new requests"));
     }
     ASSIGN_OR_RETURN(ServingModel * serving, Serving());
     ASSIGN_OR_RETURN(BuiltRequest b, BuildRequest(*request, *serving));
-    RETURN_IF_ERROR(Register(b.request.id));
-    return b;
+    std::string client_id = b.request.id;
+    ASSIGN_OR_RETURN(b.request.id, Register(client_id));
+    return std::make_pair(std::move(client_id), std::move(b));
   }();
   if (!built.ok()) {
     metrics_.OnRejected(CodeName(built.status()));
     Log(LogLevel::kDebug, absl::StrCat("Generate refused: ", built.status().ToString()));
     return GenerateCall::Fail(ToGrpcStatus(built.status()));
   }
-  const std::string id = built->request.id;
+  const std::string id = built->first;
+  BuiltRequest& accepted = built->second;
+  const std::string engine_id = accepted.request.id;
   Log(LogLevel::kDebug,
-      absl::StrCat("Generate ", id, ": ", built->request.prompt.size(), " prompt tokens"));
+      absl::StrCat("Generate ", id, ": ", accepted.request.prompt.size(), " prompt tokens"));
   return GenerateCall::Start({.engine = &serving()->engine(),
                               .metrics = &metrics_,
-                              .on_done = [this, id]() { Unregister(id); },
+                              .request_id = id,
+                              .on_finish = [this, id, engine_id]() { Unregister(id, engine_id); },
                               .take_early_abort =
-                                  [this, id]() {
+                                  [this, engine_id]() {
                                     absl::MutexLock lock(&mu_);
-                                    return early_aborts_.erase(id) > 0;
+                                    return early_aborts_.erase(engine_id) > 0;
                                   }},
-                             *std::move(built));
+                             std::move(accepted));
 }
 
 grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* context,
@@ -167,11 +174,12 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
     // registers before its request reaches the engine; an abort in between is kept for the
     // stream to apply once the engine has it.
     absl::MutexLock lock(&mu_);
-    if (streams_.count(request->request_id()) == 0) {
+    auto it = streams_.find(request->request_id());
+    if (it == streams_.end()) {
       return Reply(context, absl::NotFoundError(absl::StrCat("no running request has request_id \"",
                                                              request->request_id(), "\"")));
     }
-    if (!(*serving)->engine().Abort(request->request_id())) early_aborts_.insert(request->request_id());
+    if (!(*serving)->engine().Abort(it->second)) early_aborts_.insert(it->second);
   }
   return Reply(context, absl::OkStatus());
 }

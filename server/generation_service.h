@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 
@@ -65,9 +66,11 @@ class GenerationService final : public v1::Generation::CallbackService {
  private:
   // The serving model, or UNAVAILABLE naming the state.
   absl::StatusOr<ServingModel*> Serving() const;
-  // Registers a stream under `id` (made when empty): ALREADY_EXISTS if one runs under it.
-  absl::Status Register(std::string& id);
-  void Unregister(const std::string& id);
+  // Registers a stream under the client's `id` (made when empty): ALREADY_EXISTS if an
+  // unfinished one has it. Returns the engine's id for the stream's request, unique to it.
+  absl::StatusOr<std::string> Register(std::string& id);
+  // Frees `id` if it is still the stream's whose request is `engine_id`.
+  void Unregister(const std::string& id, const std::string& engine_id);
   void SetState(v1::ServerInfo::State state);
   void PublishHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -79,9 +82,11 @@ class GenerationService final : public v1::Generation::CallbackService {
   v1::ServerInfo::State state_ ABSL_GUARDED_BY(mu_) = v1::ServerInfo::STATE_LOADING;
   ServingModel* serving_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::set<std::string> streams_ ABSL_GUARDED_BY(mu_);  // ids of open Generate streams
-  // Streams an Abort came for before their request reached the engine.
+  // Unfinished Generate streams: the client's id -> the engine's id of its request.
+  std::map<std::string, std::string> streams_ ABSL_GUARDED_BY(mu_);
+  // Engine ids of requests an Abort came for before they reached the engine.
   std::set<std::string> early_aborts_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_stream_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -201,6 +201,34 @@ TEST_F(ServerGenerateTest, ARunningRequestIdIsRefused) {
   EXPECT_THAT(second.status.error_message(), HasSubstr("\"twice\""));
 }
 
+TEST_F(ServerGenerateTest, ARequestIdIsFreeAgainOnceItsStreamHasEnded) {
+  // A finished stream's id is free when the client sees the end; a cancelled one's as soon
+  // as the server has the cancel, even while the engine still holds the aborted request
+  // (it runs under the stream's own engine id). The tiny model's engine drains aborts too
+  // fast for this to fail reliably without that; on a larger model it did every time.
+  v1::GenerateRequest request = Seeded({1, 2, 3}, 8);
+  request.set_request_id("again");
+  for (int i = 0; i < 10; ++i) {
+    const Streamed done = StreamGenerate(*stub_, request);
+    EXPECT_TRUE(done.status.ok()) << "round " << i << ": " << done.status.error_message();
+  }
+  v1::GenerateRequest long_request = Seeded({1, 2, 3}, 400);
+  long_request.set_request_id("again");
+  for (int i = 0; i < 10; ++i) {
+    const Streamed cancelled = StreamGenerate(*stub_, long_request, {.cancel_after_chunks = 1});
+    EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
+    for (int tries = 0; tries < 2000; ++tries) {  // until the server has seen the cancel
+      grpc::ClientContext context;
+      v1::Load load;
+      ASSERT_TRUE(stub_->GetLoad(&context, v1::GetLoadRequest(), &load).ok());
+      if (load.active_streams() == 0) break;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    const Streamed retried = StreamGenerate(*stub_, request);
+    EXPECT_TRUE(retried.status.ok()) << "round " << i << ": " << retried.status.error_message();
+  }
+}
+
 TEST_F(ServerGenerateTest, PythonClientStreamsTheEngineOutput) {
   ASSERT_NE(std::string(MOE_PYTHON), "") << "no python3 with grpcio was found at configure time; "
                                             "install python3-grpcio (scripts/lib/setup.sh does)";
