@@ -188,14 +188,18 @@ TEST_F(ServerGenerateTest, AbortEndsTheStreamWithAbortedAndUnknownIdsAreNotFound
 TEST_F(ServerGenerateTest, ARunningRequestIdIsRefused) {
   v1::GenerateRequest request = Seeded({1, 2, 3}, 400);
   request.set_request_id("twice");
-  absl::Notification first_chunk;
+  absl::Notification first_chunk, tried;
   std::thread client([&] {
+    // The first stream stays open (its reader waits) until the second one has been tried.
     StreamGenerate(*stub_, request, {.cancel_after_chunks = 2, .on_chunk = [&](int chunks) {
-                                       if (chunks == 1) first_chunk.Notify();
+                                       if (chunks != 1) return;
+                                       first_chunk.Notify();
+                                       tried.WaitForNotificationWithTimeout(absl::Seconds(30));
                                      }});
   });
   ASSERT_TRUE(first_chunk.WaitForNotificationWithTimeout(absl::Seconds(30)));
   const Streamed second = StreamGenerate(*stub_, request);
+  tried.Notify();
   client.join();
   EXPECT_EQ(second.status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(second.status.error_message(), HasSubstr("\"twice\""));
