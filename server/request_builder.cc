@@ -206,6 +206,10 @@ absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
   BuiltRequest built;
   Request& r = built.request;
   r.id = proto.request_id();
+  if (proto.cache_salt().size() > kMaxCacheSaltBytes) {
+    return Bad("cache_salt", absl::StrCat("has ", proto.cache_salt().size(), " bytes, at most ",
+                                          kMaxCacheSaltBytes));
+  }
   ASSIGN_OR_RETURN(r.prompt, EncodePrompt(proto, serving));
   const ModelInfo& info = serving.model().info();
   if (static_cast<int>(r.prompt.size()) >= info.max_context) {

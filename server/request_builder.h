@@ -30,6 +30,8 @@ struct BuiltRequest {
 // Limits beyond the engine's own (runtime/engine/request_validation.h).
 inline constexpr int kMaxStopStrings = 16;
 inline constexpr int kMaxStopStringBytes = 256;
+// The engine hashes the salt when it looks up and registers prefix blocks.
+inline constexpr int kMaxCacheSaltBytes = 256;
 
 absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
                                           const ServingModel& serving);

@@ -312,6 +312,8 @@ TEST_F(EngineTest, TimeLimitsAndTimingsCountFromSubmit) {
   absl::SleepFor(absl::Milliseconds(250));
   ASSERT_TRUE(engine->RunUntilIdle().ok());
   EXPECT_EQ(limited_sink->choice().final->reason, FinishReason::kTimeLimit);
+  EXPECT_GE(limited_sink->choice().final->timings.queue, absl::Milliseconds(250))
+      << "never scheduled: all of its time was queue time";
   const FinalOutput& timed = *timed_sink->choice().final;
   EXPECT_EQ(timed.reason, FinishReason::kLength);
   EXPECT_GE(timed.timings.queue, absl::Milliseconds(250));

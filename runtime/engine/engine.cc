@@ -170,7 +170,9 @@ void Engine::Finish(Sequence& seq, FinishReason reason, std::string matched_stop
                  .completion_tokens = seq.num_output(),
                  .cached_tokens = seq.num_cached_tokens};
   auto since_arrival = [&](absl::Time t) { return t == absl::InfiniteFuture() ? absl::ZeroDuration() : t - seq.arrival; };
-  final.timings = {.queue = since_arrival(seq.first_scheduled),
+  // A sequence that was never scheduled spent its whole life in the queue.
+  const absl::Time dequeued = std::min(seq.first_scheduled, now);
+  final.timings = {.queue = dequeued - seq.arrival,
                    .time_to_first_token = since_arrival(seq.first_token),
                    .end_to_end = now - seq.arrival};
   seq.sink->OnFinal(final);

@@ -81,6 +81,8 @@ std::vector<BadCase> BadCases() {
        "output.logprobs"},
       {"request id too long", [](auto& r) { r.set_request_id(std::string(300, 'x')); },
        "request_id"},
+      {"cache salt too long", [](auto& r) { r.set_cache_salt(std::string(4'000'000, 's')); },
+       "cache_salt"},
   };
 }
 
