@@ -1,6 +1,8 @@
 // GenerateCall (see generate_call.h).
 #include "server/generate_call.h"
 
+#include <algorithm>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -144,21 +146,22 @@ void GenerateCall::Enqueue(v1::GenerateResponse response) {
     // left to come" while this one is still on its way into the queue.
     if (response.has_final()) --finals_left_;
     if (cancelled_ || finished_) return;  // nobody to read it
-    const size_t bytes = response.ByteSizeLong();
     // Merge into the newest queued chunk of this choice (choices interleave when n > 1) while
-    // it stays well below the message limit.
+    // it stays well below the message limit. pending_bytes_ is the queue's exact size.
+    const size_t merge_limit = std::min(kMaxMergedChunkBytes, context_.max_message_bytes / 2);
     for (auto it = pending_.rbegin(); response.has_chunk() && it != pending_.rend(); ++it) {
       if (it->choice() != response.choice()) continue;
-      if (it->has_chunk() && it->ByteSizeLong() + bytes < kMaxMergedChunkBytes) {
+      const size_t before = it->ByteSizeLong();
+      if (it->has_chunk() && before + response.ByteSizeLong() < merge_limit) {
         Merge(response.chunk(), it->mutable_chunk());
-        pending_bytes_ += bytes;
+        pending_bytes_ += it->ByteSizeLong() - before;
         response.Clear();
       }
       break;
     }
     if (response.has_chunk() || response.has_final()) {
       response.set_request_id(context_.request_id);
-      pending_bytes_ += bytes;
+      pending_bytes_ += response.ByteSizeLong();
       pending_.push_back(std::move(response));
     }
     // A client that stops reading must not make the server buffer without bound.
@@ -188,7 +191,8 @@ void GenerateCall::Pump() {
       next = Next::kWrite;
       in_flight_ = std::move(pending_.front());
       pending_.pop_front();
-      pending_bytes_ -= std::min(pending_bytes_, in_flight_.ByteSizeLong());
+      const size_t sent = std::min(pending_bytes_, in_flight_.ByteSizeLong());
+      pending_bytes_ = pending_.empty() ? 0 : pending_bytes_ - sent;
       writing_ = true;
     } else if (finals_left_ == 0) {
       next = Next::kFinish;

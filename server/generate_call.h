@@ -36,6 +36,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     Metrics* metrics;
     std::string request_id;  // the client's id, in every response (built.request.id is the
                              // engine's, unique to this stream)
+    size_t max_message_bytes = 4 << 20;  // the server's gRPC send limit
     // When the stream issues its final status, on a gRPC thread: its request id is free
     // again (the engine may still be finishing an aborted request under its own id).
     std::function<void()> on_finish;
@@ -81,7 +82,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   absl::Mutex mu_;
   // Streams that fall this far behind are ended (RESOURCE_EXHAUSTED) and their request aborted.
   static constexpr size_t kMaxPendingBytes = 16 << 20;
-  // Merged chunks stay far below the default 4 MiB message limit.
+  // Merged chunks stay below this, and below half the message limit.
   static constexpr size_t kMaxMergedChunkBytes = 256 << 10;
 
   std::deque<v1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);

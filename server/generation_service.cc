@@ -154,6 +154,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   return GenerateCall::Start({.engine = &serving()->engine(),
                               .metrics = &metrics_,
                               .request_id = id,
+                              .max_message_bytes = static_cast<size_t>(options_.max_message_bytes),
                               .on_finish = [this, id, engine_id]() { Unregister(id, engine_id); },
                               .take_early_abort =
                                   [this, engine_id]() {

@@ -242,6 +242,21 @@ TEST_F(ServerLifecycleTest, ASecondSigtermAbortsTheDrainingStreamsAndExitsZero) 
   EXPECT_THAT(server_->Log(), HasSubstr("second signal: aborting"));
 }
 
+TEST_F(ServerLifecycleTest, MergedChunksStayUnderTheMessageLimit) {
+  // A slow reader lets chunks of 8 choices with 20 logprobs each queue up and merge; no
+  // merged chunk may outgrow --max_message_bytes (gRPC would refuse to send it).
+  StartServer({"--max_message_bytes", "1024"});
+  v1::GenerateRequest request = Request({1, 2, 3}, 48);
+  request.mutable_sampling()->set_n(8);
+  request.mutable_output()->set_logprobs(true);
+  request.mutable_output()->set_top_logprobs(20);
+  const Streamed s = StreamGenerate(*stub_, request, {.on_chunk = [](int chunks) {
+                                      if (chunks < 3) absl::SleepFor(absl::Milliseconds(300));
+                                    }});
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  for (int c = 0; c < 8; ++c) EXPECT_EQ(s.tokens.at(c).size(), 48u) << c;
+}
+
 TEST_F(ServerLifecycleTest, ReflectionListsTheGenerationService) {
   StartServer({});
   auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel_);
