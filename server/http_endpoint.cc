@@ -18,7 +18,13 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
   std::unique_ptr<HttpEndpoint> http(new HttpEndpoint());
   http->handlers_ = std::move(handlers);
   httplib::Server& server = *http->server_;
-  server.new_task_queue = [] { return new httplib::ThreadPool(2); };  // scrapes are rare
+  // Scrapes and probes are rare but must not wait on each other: a connection serves one
+  // request, and a client that sends or reads slowly is dropped after 2 s, so idle
+  // keep-alive scrapers or slow connections cannot hold the threads a health probe needs.
+  server.new_task_queue = [] { return new httplib::ThreadPool(8); };
+  server.set_keep_alive_max_count(1);
+  server.set_read_timeout(2, 0);
+  server.set_write_timeout(2, 0);
   server.set_payload_max_length(1 << 16);
   server.Get("/metrics", [h = http.get()](const httplib::Request&, httplib::Response& res) {
     res.set_content(h->handlers_.metrics(), "text/plain; version=0.0.4; charset=utf-8");

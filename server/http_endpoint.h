@@ -1,10 +1,10 @@
 // HttpEndpoint: the operator's HTTP port: GET /metrics (Prometheus text format) and GET
-// /health (200 "SERVING", else 503 with the state). Served by cpp-httplib on its own small
-// thread pool; the bodies come from callbacks.
+// /health (200 when serving, else 503; the body names the state, e.g. "STATE_SERVING").
+// Served by cpp-httplib on its own small thread pool; the bodies come from callbacks.
 //
 //   ASSIGN_OR_RETURN(auto http, HttpEndpoint::Start("127.0.0.1", 9400, {
 //       .metrics = [&] { return metrics.Render(...); },
-//       .health = [&] { return std::make_pair(true, std::string("SERVING")); }}));
+//       .health = [&] { return std::make_pair(true, std::string("STATE_SERVING")); }}));
 //   http->port();  http->Stop();
 #pragma once
 

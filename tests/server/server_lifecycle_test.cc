@@ -2,7 +2,11 @@
 // deadlines leave nothing behind, SIGTERM drains open streams (health NOT_SERVING, new
 // requests UNAVAILABLE, exit 0), reflection lists the service, and /metrics, GetModelInfo
 // and GetLoad count what was served.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <numeric>
@@ -16,6 +20,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "moe/backend.h"
 #include "tests/server/server_process.h"
 #include "tests/server/server_test_util.h"
@@ -255,6 +260,37 @@ TEST_F(ServerLifecycleTest, MergedChunksStayUnderTheMessageLimit) {
                                     }});
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
   for (int c = 0; c < 8; ++c) EXPECT_EQ(s.tokens.at(c).size(), 48u) << c;
+}
+
+TEST_F(ServerLifecycleTest, HealthAnswersWhileOtherHttpClientsIdle) {
+  // Keep-alive scrapers and clients stuck mid-request must not hold the threads /health
+  // needs (a probe gives up after about 1 s).
+  StartServer({});
+  std::vector<std::unique_ptr<httplib::Client>> idle;
+  for (int i = 0; i < 4; ++i) {  // each keeps its connection open after a scrape
+    idle.push_back(std::make_unique<httplib::Client>("127.0.0.1", server_->metrics_port()));
+    idle.back()->set_keep_alive(true);
+    ASSERT_TRUE(idle.back()->Get("/metrics"));
+  }
+  std::vector<int> stuck;
+  for (int i = 0; i < 4; ++i) {  // each sends half a request line and waits
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(server_->metrics_port());
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    ASSERT_GT(write(fd, "GET /hea", 8), 0);
+    stuck.push_back(fd);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const absl::Time start = absl::Now();
+    int status = 0;
+    EXPECT_THAT(HttpGet(server_->metrics_port(), "/health", &status), HasSubstr("STATE_SERVING"));
+    EXPECT_EQ(status, 200);
+    EXPECT_LT(absl::Now() - start, absl::Milliseconds(500)) << "probe " << i;
+  }
+  for (int fd : stuck) close(fd);
 }
 
 TEST_F(ServerLifecycleTest, ReflectionListsTheGenerationService) {
