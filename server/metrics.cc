@@ -2,6 +2,8 @@
 #include "server/metrics.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,7 +17,13 @@ std::vector<double> LatencyBuckets() {
           0.75,  1.0,    2.5,   5.0,  10.0,  20.0, 40.0,  80.0, 160.0, 640.0};
 }
 
-std::string Number(double v) { return absl::StrFormat("%.9g", v); }
+// Exact for counts up to 2^53 (%.17g would print 0.1 as 0.10000000000000001).
+std::string Number(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {
+    return absl::StrFormat("%d", static_cast<int64_t>(v));
+  }
+  return absl::StrFormat("%.9g", v);
+}
 
 void Header(const std::string& name, const std::string& type, const std::string& help,
             std::string* out) {
