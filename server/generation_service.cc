@@ -98,7 +98,8 @@ absl::StatusOr<ServingModel*> GenerationService::Serving() const {
   return serving_;
 }
 
-absl::StatusOr<std::string> GenerationService::Register(std::string& id) {
+absl::StatusOr<std::string> GenerationService::Register(std::string& id,
+                                                       grpc::CallbackServerContext* context) {
   if (id.size() > kMaxRequestIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id has ", id.size(), " bytes, at most ", kMaxRequestIdBytes));
@@ -113,17 +114,20 @@ absl::StatusOr<std::string> GenerationService::Register(std::string& id) {
       id = absl::StrCat("gen-", next_id_++);
     } while (streams_.count(id) > 0);
   }
-  std::string engine_id = absl::StrCat(id, "#", next_stream_++);
-  if (!streams_.emplace(id, engine_id).second) {
+  auto it = streams_.find(id);
+  if (it != streams_.end() && !it->second.context->IsCancelled()) {
     return absl::AlreadyExistsError(absl::StrCat("request_id \"", id, "\" is already running"));
   }
+  // A cancelled stream's entry is taken over; its own Unregister then finds another engine id.
+  std::string engine_id = absl::StrCat(id, "#", next_stream_++);
+  streams_[id] = Stream{.engine_id = engine_id, .context = context};
   return engine_id;
 }
 
 void GenerationService::Unregister(const std::string& id, const std::string& engine_id) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(id);
-  if (it != streams_.end() && it->second == engine_id) streams_.erase(it);
+  if (it != streams_.end() && it->second.engine_id == engine_id) streams_.erase(it);
   early_aborts_.erase(engine_id);
 }
 
@@ -138,7 +142,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     ASSIGN_OR_RETURN(ServingModel * serving, Serving());
     ASSIGN_OR_RETURN(BuiltRequest b, BuildRequest(*request, *serving));
     std::string client_id = b.request.id;
-    ASSIGN_OR_RETURN(b.request.id, Register(client_id));
+    ASSIGN_OR_RETURN(b.request.id, Register(client_id, context));
     return std::make_pair(std::move(client_id), std::move(b));
   }();
   if (!built.ok()) {
@@ -180,7 +184,8 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
       return Reply(context, absl::NotFoundError(absl::StrCat("no running request has request_id \"",
                                                              request->request_id(), "\"")));
     }
-    if (!(*serving)->engine().Abort(it->second)) early_aborts_.insert(it->second);
+    const std::string& engine_id = it->second.engine_id;
+    if (!(*serving)->engine().Abort(engine_id)) early_aborts_.insert(engine_id);
   }
   return Reply(context, absl::OkStatus());
 }

@@ -67,8 +67,10 @@ class GenerationService final : public v1::Generation::CallbackService {
   // The serving model, or UNAVAILABLE naming the state.
   absl::StatusOr<ServingModel*> Serving() const;
   // Registers a stream under the client's `id` (made when empty): ALREADY_EXISTS if an
-  // unfinished one has it. Returns the engine's id for the stream's request, unique to it.
-  absl::StatusOr<std::string> Register(std::string& id);
+  // unfinished one has it, unless that one's client has cancelled it (a retry can arrive
+  // before the server has handled the cancel). Returns the engine's id for the stream's
+  // request, unique to it.
+  absl::StatusOr<std::string> Register(std::string& id, grpc::CallbackServerContext* context);
   // Frees `id` if it is still the stream's whose request is `engine_id`.
   void Unregister(const std::string& id, const std::string& engine_id);
   void SetState(v1::ServerInfo::State state);
@@ -82,8 +84,13 @@ class GenerationService final : public v1::Generation::CallbackService {
   v1::ServerInfo::State state_ ABSL_GUARDED_BY(mu_) = v1::ServerInfo::STATE_LOADING;
   ServingModel* serving_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
-  // Unfinished Generate streams: the client's id -> the engine's id of its request.
-  std::map<std::string, std::string> streams_ ABSL_GUARDED_BY(mu_);
+  // Unfinished Generate streams by the client's id. An entry goes before its stream
+  // finishes, so `context` is alive while it is here.
+  struct Stream {
+    std::string engine_id;  // of its request
+    grpc::CallbackServerContext* context;
+  };
+  std::map<std::string, Stream> streams_ ABSL_GUARDED_BY(mu_);
   // Engine ids of requests an Abort came for before they reached the engine.
   std::set<std::string> early_aborts_ ABSL_GUARDED_BY(mu_);
   uint64_t next_stream_ ABSL_GUARDED_BY(mu_) = 0;
