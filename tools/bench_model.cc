@@ -99,9 +99,13 @@ absl::Status Run() {
                                                     {.max_tokens = std::max(max_prefill, max_batch),
                                                      .max_seqs = max_batch,
                                                      .wgmma_prefill = absl::GetFlag(FLAGS_wgmma_prefill)}));
-  const int blocks_per_seq = (std::max(context + 1, max_prefill) + kBlockSize - 1) / kBlockSize;
+  // Decode batches lay out max_batch sequences of context + 1 tokens; prefill one sequence
+  // of max_prefill. The cache holds the larger of the two, not their product (at the
+  // defaults that product, 128 x 8192 tokens, would be 103 GB of KV).
+  auto blocks_for = [](int64_t tokens) { return (tokens + kBlockSize - 1) / kBlockSize; };
+  const int64_t num_blocks = std::max(max_batch * blocks_for(context + 1), blocks_for(max_prefill));
   ASSIGN_OR_RETURN(KvCache kv, model->CreateKvCache({.num_layers = config.num_layers,
-                                                     .num_blocks = max_batch * blocks_per_seq,
+                                                     .num_blocks = static_cast<int32_t>(num_blocks),
                                                      .block_size = kBlockSize,
                                                      .num_kv_heads = config.num_kv_heads,
                                                      .head_dim = config.head_dim}));

@@ -232,7 +232,9 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
                                                                        .max_blocks_per_seq = blocks_per_seq}));
     s.graphs.Clear();  // they read the old step arrays
     s.uploader.emplace(std::move(up));
-    const size_t bytes = PagedAttentionWorkspaceBytes(options_.max_tokens, config_.num_heads, config_.head_dim,
+    // Only decode steps (one token per sequence) use it: at most max_seqs tokens.
+    const int32_t decode_tokens = std::min(options_.max_tokens, options_.max_seqs);
+    const size_t bytes = PagedAttentionWorkspaceBytes(decode_tokens, config_.num_heads, config_.head_dim,
                                                       static_cast<int32_t>(max_context));
     ASSIGN_OR_RETURN(s.attention_workspace, DeviceTensor::Empty(DType::kI32, {static_cast<int64_t>(bytes / 4 + 1)}));
     s.workspace_context = max_context;

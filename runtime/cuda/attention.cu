@@ -84,9 +84,9 @@ void WriteKv(const WriteKvArgs& args, const DeviceStepBatch& batch, cudaStream_t
   CUDA_CHECK_LAUNCH();
 }
 
-size_t PagedAttentionWorkspaceBytes(int32_t max_tokens, int32_t num_heads, int32_t head_dim,
-                                    int32_t max_context) {
-  return MakeDecodeWorkspaceLayout(max_tokens, num_heads, head_dim,
+size_t PagedAttentionWorkspaceBytes(int32_t max_decode_tokens, int32_t num_heads,
+                                    int32_t head_dim, int32_t max_context) {
+  return MakeDecodeWorkspaceLayout(max_decode_tokens, num_heads, head_dim,
                                    DecodePartitions(max_context, /*sliding_window=*/0))
       .bytes;
 }

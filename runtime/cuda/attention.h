@@ -49,11 +49,12 @@ struct PagedAttentionArgs {
   int32_t sliding_window = 0;  // keys within this many positions of the query; 0 = all
 };
 
-// Workspace bytes PagedAttention needs for steps up to these sizes (decode split-K partials,
-// f32: T * H * P * (hd + 2) with P = ceil(max_context / 512), 0 when P is 1). The workspace
-// must be 16-byte aligned; it needs no initialization.
-size_t PagedAttentionWorkspaceBytes(int32_t max_tokens, int32_t num_heads, int32_t head_dim,
-                                    int32_t max_context);
+// Workspace bytes PagedAttention needs for decode steps of up to `max_decode_tokens` tokens
+// (one per sequence) with contexts up to `max_context` (split-K partials, f32:
+// T * H * P * (hd + 2) with P = ceil(max_context / 512), 0 when P is 1). Prefill steps need
+// none. The workspace must be 16-byte aligned; it needs no initialization.
+size_t PagedAttentionWorkspaceBytes(int32_t max_decode_tokens, int32_t num_heads,
+                                    int32_t head_dim, int32_t max_context);
 
 // q [T, H, hd] -> out [T, H, hd]: token t at batch.positions[t] of sequence s attends to
 // positions [max(0, p - window + 1), p] of s through s's block table. Picks the decode
