@@ -2,7 +2,6 @@
 #include "server/generate_call.h"
 
 #include <algorithm>
-
 #include <utility>
 
 #include "absl/strings/str_cat.h"
