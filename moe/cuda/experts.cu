@@ -28,53 +28,44 @@ constexpr int32_t kDecodeMaxRowsPerExpert = 4;
 // Byte offsets of the workspace parts for N rows; every part grows with N, so a
 // workspace sized for max_rows fits any N <= max_rows.
 struct WorkspaceLayout {
-  size_t h = 0, tiles = 0, active = 0, counters = 0, total = 0;
-  int32_t max_tiles = 0, max_active = 0;
+  size_t h = 0, tiles = 0, num_tiles = 0, total = 0;
+  int32_t max_tiles = 0;
 };
 
 WorkspaceLayout Layout(int32_t num_rows, int32_t num_experts, int32_t intermediate) {
   WorkspaceLayout l;
   const int64_t max_tiles = CeilDiv(num_rows, kTileRows) + num_experts;
   l.max_tiles = static_cast<int32_t>(max_tiles);
-  l.max_active = std::min(num_rows, num_experts);
   const size_t h_bytes = static_cast<size_t>(num_rows) * intermediate * sizeof(__nv_bfloat16);
   l.tiles = l.h + AlignUp(h_bytes, kWorkspaceAlignment);
-  l.active = l.tiles + AlignUp(max_tiles * sizeof(ExpertTile), kWorkspaceAlignment);
-  l.counters = l.active + AlignUp(l.max_active * sizeof(int32_t), kWorkspaceAlignment);
-  l.total = l.counters + AlignUp(2 * sizeof(int32_t), kWorkspaceAlignment);
+  l.num_tiles = l.tiles + AlignUp(max_tiles * sizeof(ExpertTile), kWorkspaceAlignment);
+  l.total = l.num_tiles + AlignUp(sizeof(int32_t), kWorkspaceAlignment);
   return l;
 }
 
-// Builds the tile list and the active-expert list from expert_offsets. Thread 0 scans the
-// per-expert counts serially (E <= 1024); the other passes are one expert per thread.
+// Builds the prefill tile list from expert_offsets. Thread 0 scans the per-expert tile
+// counts serially (E <= 1024); the other passes are one expert per thread.
 __global__ void __launch_bounds__(kScheduleThreads)
     ScheduleKernel(const int32_t* expert_offsets, int32_t num_experts, int32_t num_rows,
                    const ExpertsWorkspace ws) {
-  __shared__ int32_t first_tile[kMaxExperts];   // [E] tiles of e, then their exclusive scan
-  __shared__ int32_t active_slot[kMaxExperts];  // [E] 1 if e has rows, then the scan
+  __shared__ int32_t first_tile[kMaxExperts];  // [E] tiles of e, then their exclusive scan
   for (int32_t e = threadIdx.x; e < num_experts; e += blockDim.x) {
     const auto rows = ExpertRows(expert_offsets, e, num_rows);
     first_tile[e] = static_cast<int32_t>(CeilDiv(rows.end - rows.begin, ws.tile_rows));
-    active_slot[e] = rows.end > rows.begin ? 1 : 0;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    int32_t tiles = 0, active = 0;
+    int32_t tiles = 0;
     for (int32_t e = 0; e < num_experts; ++e) {
-      const int32_t e_tiles = first_tile[e], e_active = active_slot[e];
+      const int32_t e_tiles = first_tile[e];
       first_tile[e] = tiles;
-      active_slot[e] = active;
       tiles += e_tiles;
-      active += e_active;
     }
-    ws.counters[experts_internal::kNumTiles] = min(tiles, ws.max_tiles);
-    ws.counters[experts_internal::kNumActive] = min(active, ws.max_active);
+    *ws.num_tiles = min(tiles, ws.max_tiles);
   }
   __syncthreads();
   for (int32_t e = threadIdx.x; e < num_experts; e += blockDim.x) {
     const auto rows = ExpertRows(expert_offsets, e, num_rows);
-    if (rows.end == rows.begin) continue;
-    if (active_slot[e] < ws.max_active) ws.active[active_slot[e]] = e;
     int32_t tile = first_tile[e];
     for (int32_t r = rows.begin; r < rows.end && tile < ws.max_tiles; r += ws.tile_rows, ++tile) {
       ws.tiles[tile] = ExpertTile{e, r};
@@ -125,16 +116,16 @@ void RunExperts(const ExpertsArgs& args, void* workspace, cudaStream_t stream) {
   const ExpertsWorkspace ws{
       .h = reinterpret_cast<__nv_bfloat16*>(base + l.h),
       .tiles = reinterpret_cast<ExpertTile*>(base + l.tiles),
-      .active = reinterpret_cast<int32_t*>(base + l.active),
-      .counters = reinterpret_cast<int32_t*>(base + l.counters),
+      .num_tiles = reinterpret_cast<int32_t*>(base + l.num_tiles),
       .max_tiles = l.max_tiles,
       .tile_rows =
           path == ExpertsPath::kPrefillWgmma ? experts_internal::kWgmmaTileRows : kTileRows,
-      .max_active = l.max_active,
   };
-  ScheduleKernel<<<1, kScheduleThreads, 0, stream>>>(args.expert_offsets, args.num_experts,
-                                                     args.num_rows, ws);
-  CUDA_CHECK_LAUNCH();
+  if (path != ExpertsPath::kDecode) {
+    ScheduleKernel<<<1, kScheduleThreads, 0, stream>>>(args.expert_offsets, args.num_experts,
+                                                       args.num_rows, ws);
+    CUDA_CHECK_LAUNCH();
+  }
   switch (path) {
     case ExpertsPath::kDecode:
       experts_internal::LaunchDecodeExperts(args, ws, stream);

@@ -16,8 +16,9 @@
 //   decode:        weight streaming; a block owns (active expert, 8 output columns), a warp
 //                  one column, reading each weight row once with 16-byte loads against the
 //                  expert's rows, 8 rows at a time. Best when experts hold a few rows each.
+//                  Two launches: each block finds its expert in the offsets itself.
 //   prefill WMMA:  tensor-core (WMMA bf16, f32 accumulate) grouped GEMM over 64-row tiles
-//                  of each expert's rows, tile list built on the device.
+//                  of each expert's rows, tile list built on the device by one more launch.
 //   prefill wgmma: the same on Hopper's warpgroup MMA over 128-row tiles, 4-stage cp.async
 //                  pipeline into 128-byte swizzled tiles (experts_prefill_wgmma.cu).
 // All give the same result up to f32 summation order.
@@ -60,8 +61,7 @@ ExpertsPath ChooseExpertsPath(int32_t num_rows, int32_t num_experts,
 
 // Scratch bytes RunExperts needs for up to `max_rows` dispatched rows:
 //   h [N, I] bf16 + tile list [ceil(N/64) + E] x (expert, first row) int32 (a bound for
-//   tiles of 64 rows or more)
-//   + active experts [E] int32 + 2 counters, each part rounded up to 256 bytes.
+//   tiles of 64 rows or more) + the tile count, each part rounded up to 256 bytes.
 size_t ExpertsWorkspaceBytes(int32_t max_rows, int32_t num_experts, int32_t intermediate);
 // `workspace` holds at least ExpertsWorkspaceBytes(args.num_rows, E, I) bytes.
 void RunExperts(const ExpertsArgs& args, void* workspace, cudaStream_t stream);

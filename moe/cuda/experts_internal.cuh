@@ -22,18 +22,12 @@ struct ExpertTile {
   int32_t row_begin;
 };
 
-// Slots of ExpertsWorkspace::counters.
-inline constexpr int kNumTiles = 0;
-inline constexpr int kNumActive = 1;
-
 struct ExpertsWorkspace {
   __nv_bfloat16* h;    // [N, I] bf16: silu(gate) * up
-  ExpertTile* tiles;   // [max_tiles] in expert order, then row order
-  int32_t* active;     // [max_active] experts with at least one row, ascending
-  int32_t* counters;   // [2] tiles and active experts actually written
+  ExpertTile* tiles;   // [max_tiles] in expert order, then row order (prefill paths)
+  int32_t* num_tiles;  // [1] tiles actually written (prefill paths)
   int32_t max_tiles;   // ceil(N / kTileRows) + E, a bound on sum_e ceil(n_e / tile_rows)
   int32_t tile_rows;   // rows per tile of this run's prefill path
-  int32_t max_active;  // min(N, E)
 };
 
 // Rows [begin, end) of expert e, clamped to [0, N] so a bad plan cannot send a kernel
@@ -77,8 +71,9 @@ __device__ __forceinline__ void CopyChunk(void* dst, const __nv_bfloat16* row, i
   }
 }
 
-// Each reads ws.counters and ws.tiles / ws.active, which the schedule kernel wrote earlier
-// on the same stream; grids are sized from the bounds in `ws`.
+// The prefill launchers read ws.num_tiles and ws.tiles, which the schedule kernel wrote
+// earlier on the same stream, with grids sized from ws.max_tiles. The decode launcher
+// needs no schedule: each block finds its expert in the offsets.
 void LaunchDecodeExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws, cudaStream_t stream);
 void LaunchPrefillExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws, cudaStream_t stream);
 void LaunchPrefillWgmmaExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws,

@@ -123,7 +123,7 @@ template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads)
     GroupedGemmKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
   __shared__ __align__(128) unsigned char smem[kSmemBytes];
-  if (static_cast<int32_t>(blockIdx.y) >= ws.counters[kNumTiles]) return;  // block-uniform
+  if (static_cast<int32_t>(blockIdx.y) >= *ws.num_tiles) return;  // block-uniform
   const ExpertTile tile = ws.tiles[blockIdx.y];
   const int32_t row_end =
       min(ExpertRows(args.expert_offsets, tile.expert, args.num_rows).end, tile.row_begin + kBM);

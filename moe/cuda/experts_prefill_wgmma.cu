@@ -120,7 +120,7 @@ template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads, 1)
     GroupedGemmWgmmaKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
   extern __shared__ unsigned char dynamic_smem[];
-  if (static_cast<int32_t>(blockIdx.y) >= ws.counters[kNumTiles]) return;  // block-uniform
+  if (static_cast<int32_t>(blockIdx.y) >= *ws.num_tiles) return;  // block-uniform
   // The swizzle's phase comes from the shared address, so tiles start 1024-byte aligned.
   const uint32_t base_address = static_cast<uint32_t>(__cvta_generic_to_shared(dynamic_smem));
   unsigned char* smem =

@@ -4,6 +4,7 @@
 #include "moe/cuda/dispatch.h"
 #include "moe/cuda/expert_load.h"
 #include "moe/cuda/experts.h"
+#include "moe/cuda/route_dispatch.h"
 #include "runtime/status_macros.h"
 
 namespace moe::cuda {
@@ -45,15 +46,21 @@ absl::Status MoeLayer::Run(const Blas& blas, cudaStream_t stream, const DeviceTe
   }
   if (T == 0) return absl::OkStatus();
   RETURN_IF_ERROR(blas.Linear(h, router, router_logits_, T));
-  Route({.router_logits = router_logits_.data<float>(), .topk_ids = topk_ids_.data<int32_t>(),
-         .topk_weights = topk_weights_.data<float>(), .num_tokens = T, .num_experts = s.num_experts,
-         .top_k = s.top_k, .scoring = s.scoring, .renormalize = s.renormalize}, stream);
+  const RouteArgs route{.router_logits = router_logits_.data<float>(), .topk_ids = topk_ids_.data<int32_t>(),
+                        .topk_weights = topk_weights_.data<float>(), .num_tokens = T, .num_experts = s.num_experts,
+                        .top_k = s.top_k, .scoring = s.scoring, .renormalize = s.renormalize};
   const DeviceDispatchPlan plan{.expert_offsets = expert_offsets_.data<int32_t>(),
                                 .source_token = source_token_.data<int32_t>(),
                                 .row_of = row_of_.data<int32_t>()};
-  Dispatch({.topk_ids = topk_ids_.data<int32_t>(), .plan = plan, .num_tokens = T, .top_k = s.top_k,
-            .num_experts = s.num_experts}, dispatch_workspace_.raw(), stream);
-  if (routed != nullptr) AccumulateRoutedTokens(topk_ids_.data<int32_t>(), T, s.top_k, s.num_experts, *routed, stream);
+  if (int64_t{T} * s.top_k <= kRouteDispatchMaxRows) {  // a decode step: one launch
+    RouteAndDispatch({.route = route, .plan = plan, .routed = routed != nullptr ? *routed : RoutedTokenCount{}},
+                     stream);
+  } else {
+    Route(route, stream);
+    Dispatch({.topk_ids = route.topk_ids, .plan = plan, .num_tokens = T, .top_k = s.top_k,
+              .num_experts = s.num_experts}, dispatch_workspace_.raw(), stream);
+    if (routed != nullptr) AccumulateRoutedTokens(route.topk_ids, T, s.top_k, s.num_experts, *routed, stream);
+  }
   RunExperts({.x = h.data<__nv_bfloat16>(), .expert_offsets = plan.expert_offsets,
               .source_token = plan.source_token, .gate_up = experts.gate_up.data<__nv_bfloat16>(),
               .down = experts.down.data<__nv_bfloat16>(), .ys = ys_.data<float>(), .num_tokens = T,

@@ -5,6 +5,7 @@
 //   router_logits = h @ W_router^T             [T, E] f32   (cuBLAS)
 //   topk_ids, topk_weights = Route(.)          [T, K]
 //   plan = Dispatch(topk_ids)                  offsets [E+1], source_token [N], row_of [N]
+//                                              (one RouteAndDispatch launch when N <= 1024)
 //   ys = RunExperts(h, plan)                   [N, D] f32
 //   out = Combine(ys, plan, topk_weights)      [T, D] f32
 //

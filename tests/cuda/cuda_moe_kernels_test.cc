@@ -1,12 +1,13 @@
 // The MoE layer's CUDA kernels against their CPU references, on fresh random inputs:
-// Route (moe/routing.h), Dispatch and Combine (moe/dispatch.h), RunExperts on both paths
-// (moe/experts.h), and the four chained. Every output is poisoned (NaN / -1 bytes) before
+// Route (moe/routing.h), Dispatch and Combine (moe/dispatch.h), RouteAndDispatch (the two
+// fused), RunExperts on every path (moe/experts.h), and the four chained. Every output is poisoned (NaN / -1 bytes) before
 // a run, so an element a kernel skips fails the comparison.
 //
 // Legend: T tokens, E experts, K experts per token, N = T*K rows, D hidden, I expert width.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <ostream>
 #include <random>
@@ -18,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "moe/cuda/dispatch.h"
 #include "moe/cuda/experts.h"
+#include "moe/cuda/route_dispatch.h"
 #include "moe/cuda/routing.h"
 #include "moe/dispatch.h"
 #include "moe/experts.h"
@@ -255,6 +257,86 @@ TEST(CudaDispatch, DropsInvalidIds) {
   const std::vector<int32_t> source = I32Vector(got_source);
   EXPECT_EQ(std::vector<int32_t>(source.begin(), source.begin() + 4),
             (std::vector<int32_t>{1, 0, 1, 2}));
+}
+
+// RouteAndDispatch (one launch) against Route then Dispatch: the same ids, bit-equal weights,
+// the same plan, and counts of the routed rows of the real (unpadded) tokens.
+TEST(CudaRouteAndDispatch, EqualsRouteThenDispatch) {
+  MOE_REQUIRE_GPU();
+  uint32_t seed = 700;
+  for (int E : {1, 8, 60, 128, 256}) {
+    for (int K : {1, 2, 8, 16}) {
+      if (K > E) continue;
+      for (int T : {1, 5, 37, cuda::kRouteDispatchMaxRows / K}) {
+        const bool renormalize = (T + K) % 2 == 0;
+        const ScoringFunc scoring = K == 2 ? ScoringFunc::kSigmoid : ScoringFunc::kSoftmax;
+        const int real_tokens = std::max(1, T - 2);
+        SCOPED_TRACE(absl::StrCat("T=", T, " E=", E, " K=", K));
+        const int64_t N = int64_t{T} * K;
+        const Tensor logits = RouterLogitsWithTies(T, E, ++seed);
+        const Routing cpu = Route(logits, {.top_k = K, .renormalize = renormalize, .scoring = scoring});
+        const DispatchPlan cpu_plan = Dispatch(cpu.topk_ids, E);
+
+        ASSIGN_OR_FAIL(DeviceTensor d_logits, DeviceTensor::FromHost(logits, DType::kF32));
+        struct Outputs {
+          DeviceTensor ids, weights, offsets, source_token, row_of;
+        };
+        auto make_outputs = [&]() -> Outputs {
+          Outputs o{DeviceTensor::Empty(DType::kI32, {T, K}).value(), DeviceTensor::Empty(DType::kF32, {T, K}).value(),
+                    DeviceTensor::Empty(DType::kI32, {E + 1}).value(), DeviceTensor::Empty(DType::kI32, {N}).value(),
+                    DeviceTensor::Empty(DType::kI32, {N}).value()};
+          for (DeviceTensor* t : {&o.ids, &o.weights, &o.offsets, &o.source_token, &o.row_of}) {
+            EXPECT_TRUE(t->Poison().ok());
+          }
+          return o;
+        };
+        auto route_args = [&](Outputs& o) {
+          return cuda::RouteArgs{.router_logits = d_logits.data<float>(),
+                                 .topk_ids = o.ids.data<int32_t>(),
+                                 .topk_weights = o.weights.data<float>(),
+                                 .num_tokens = T,
+                                 .num_experts = E,
+                                 .top_k = K,
+                                 .scoring = scoring,
+                                 .renormalize = renormalize};
+        };
+        auto plan_of = [](Outputs& o) {
+          return cuda::DeviceDispatchPlan{o.offsets.data<int32_t>(), o.source_token.data<int32_t>(),
+                                          o.row_of.data<int32_t>()};
+        };
+        Outputs separate = make_outputs(), fused = make_outputs();
+        cuda::Route(route_args(separate), nullptr);
+        cuda::Dispatch({.topk_ids = separate.ids.data<int32_t>(),
+                        .plan = plan_of(separate),
+                        .num_tokens = T,
+                        .top_k = K,
+                        .num_experts = E},
+                       nullptr, nullptr);
+        Tensor counts_init = Tensor::Empty(DType::kI64, {E});
+        std::fill_n(counts_init.data<int64_t>(), E, int64_t{5});
+        ASSIGN_OR_FAIL(DeviceTensor counts, DeviceTensor::FromHost(counts_init, DType::kI64));
+        ASSIGN_OR_FAIL(DeviceTensor real, DeviceTensor::FromHost(I32Tensor({real_tokens}, {1}), DType::kI32));
+        cuda::RouteAndDispatch({.route = route_args(fused),
+                                .plan = plan_of(fused),
+                                .routed = {.counts = counts.data<int64_t>(), .num_tokens = real.data<int32_t>()}},
+                               nullptr);
+
+        auto host_i32 = [](const DeviceTensor& t) { return I32Vector(t.ToHost(DType::kI32).value()); };
+        EXPECT_EQ(host_i32(fused.ids), I32Vector(cpu.topk_ids));
+        EXPECT_EQ(host_i32(fused.ids), host_i32(separate.ids));
+        ASSIGN_OR_FAIL(Tensor w_fused, fused.weights.ToHost(DType::kF32));
+        ASSIGN_OR_FAIL(Tensor w_separate, separate.weights.ToHost(DType::kF32));
+        EXPECT_EQ(0, std::memcmp(w_fused.raw(), w_separate.raw(), w_fused.nbytes())) << "weights differ in bits";
+        EXPECT_EQ(host_i32(fused.offsets), cpu_plan.expert_offsets);
+        EXPECT_EQ(host_i32(fused.source_token), cpu_plan.source_token);
+        EXPECT_EQ(host_i32(fused.row_of), cpu_plan.row_of);
+        std::vector<int64_t> want(E, 5);
+        for (int64_t i = 0; i < int64_t{real_tokens} * K; ++i) ++want[cpu.topk_ids.data<int32_t>()[i]];
+        ASSIGN_OR_FAIL(Tensor got_counts, counts.ToHost(DType::kI64));
+        EXPECT_EQ(want, std::vector<int64_t>(got_counts.data<int64_t>(), got_counts.data<int64_t>() + E));
+      }
+    }
+  }
 }
 
 struct CombineCase {
