@@ -80,7 +80,7 @@ struct CudaMoeModel::Step {
   DeviceTensor x;              // [T, D] f32 residual stream
   DeviceTensor h;              // [T, D] bf16 normalized input of a block
   DeviceTensor qkv;            // [T, (H + 2 KVH) hd] f32 projections
-  DeviceTensor q, k, v;        // [T, H, hd], [T, KVH, hd] x2 bf16, after the prologue
+  DeviceTensor q;              // [T, H, hd] bf16 after the prologue (k and v go to the cache)
   DeviceTensor attn;           // [T, H*hd] bf16 attention output
   DeviceTensor delta;          // [T, D] f32 a block's output, added to x by the next norm
   std::optional<MoeLayer> moe;  // routed experts' buffers, if the model has MoE layers
@@ -170,8 +170,6 @@ absl::Status CudaMoeModel::Init() {
   RETURN_IF_ERROR(alloc(s.h, DType::kBF16, {T, D}));
   RETURN_IF_ERROR(alloc(s.qkv, DType::kF32, {T, (H + 2 * KVH) * hd}));
   RETURN_IF_ERROR(alloc(s.q, DType::kBF16, {T, H, hd}));
-  RETURN_IF_ERROR(alloc(s.k, DType::kBF16, {T, KVH, hd}));
-  RETURN_IF_ERROR(alloc(s.v, DType::kBF16, {T, KVH, hd}));
   RETURN_IF_ERROR(alloc(s.attn, DType::kBF16, {T, H * hd}));
   RETURN_IF_ERROR(alloc(s.delta, DType::kF32, {T, D}));
   if (c.num_experts > 0) {
@@ -423,9 +421,9 @@ absl::Status CudaMoeModel::Attention(int l, const DeviceStepBatch& d, const Page
               .q_bias = ptr(w.q_bias), .k_bias = ptr(w.k_bias), .v_bias = ptr(w.v_bias), .qk_norm = norm,
               .q_norm = ptr(w.q_norm), .k_norm = ptr(w.k_norm), .eps = c.rms_norm_eps, .clip = c.clip_qkv,
               .positions = d.positions, .inv_freq = s.inv_freq.data<float>(), .q_out = s.q.data<bf16>(),
-              .k_out = s.k.data<bf16>(), .v_out = s.v.data<bf16>(), .tokens = T, .heads = H, .kv_heads = KVH,
-              .head_dim = hd}, s.stream);
-  WriteKv({.k = s.k.data<bf16>(), .v = s.v.data<bf16>(), .cache = kv}, d, s.stream);
+              .k_out = kv.key, .v_out = kv.value, .kv_slots = d.slot_mapping,
+              .num_kv_slots = int64_t{kv.num_blocks} * kv.block_size, .tokens = T, .heads = H, .kv_heads = KVH,
+              .head_dim = hd}, s.stream);  // k and v go straight to their cache slots
   PagedAttention({.q = s.q.data<bf16>(), .cache = kv, .out = s.attn.data<bf16>(), .num_heads = H,
                   .scale = 1.0f / std::sqrt(static_cast<float>(hd)), .sliding_window = c.sliding_window},
                  d, s.attention_workspace.raw(), s.attention_workspace.nbytes(), s.stream);

@@ -89,9 +89,12 @@ __global__ void PrepareQkvKernel(PrepareQkvArgs a) {
   Rope(k, a.kv_heads, hd, pos, a.inv_freq);
   __syncthreads();
   for (int i = threadIdx.x; i < nq; i += blockDim.x) a.q_out[t * nq + i] = __float2bfloat16(q[i]);
+  const int64_t kv_row = a.kv_slots != nullptr ? a.kv_slots[t] : t;
+  // ValidateStepBatch rejects such slots; never write outside the cache all the same.
+  if (a.kv_slots != nullptr && (kv_row < 0 || kv_row >= a.num_kv_slots)) return;
   for (int i = threadIdx.x; i < nk; i += blockDim.x) {
-    a.k_out[t * nk + i] = __float2bfloat16(k[i]);
-    a.v_out[t * nk + i] = __float2bfloat16(v[i]);
+    a.k_out[kv_row * nk + i] = __float2bfloat16(k[i]);
+    a.v_out[kv_row * nk + i] = __float2bfloat16(v[i]);
   }
 }
 
@@ -110,6 +113,7 @@ void PrepareQkv(const PrepareQkvArgs& args, cudaStream_t stream) {
   CHECK(args.tokens >= 0 && args.heads > 0 && args.kv_heads > 0 && args.head_dim > 0 &&
         args.head_dim % 2 == 0);
   CHECK(args.qk_norm == QkNormKind::kNone || (args.q_norm != nullptr && args.k_norm != nullptr));
+  CHECK(args.kv_slots == nullptr || args.num_kv_slots > 0) << "kv_slots needs num_kv_slots";
   if (args.tokens == 0) return;
   const size_t shared = sizeof(float) * (args.heads + 2 * args.kv_heads) * args.head_dim;
   static_assert(kThreads % 32 == 0);

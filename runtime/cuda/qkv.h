@@ -6,6 +6,7 @@
 //   q, k = RMSNorm per head | over the projection    (Qwen3 | OLMoE)
 //   q, k, v = clamp(., -clip, clip)                  (OLMoE's clip_qkv)
 //   q, k = RoPE(., positions)                        rotate-half, angles as runtime/cpu/rope.cc
+//   k, v -> the KV cache rows of their slots         (if kv_slots: WriteKv fused)
 //
 // Legend: T tokens, H heads, KVH kv heads, hd head dim.
 #pragma once
@@ -38,8 +39,13 @@ struct PrepareQkvArgs {
   const int32_t* positions;       // [T]
   const float* inv_freq;          // [hd/2] RopeInverseFrequencies
   __nv_bfloat16* q_out;           // [T, H, hd]
-  __nv_bfloat16* k_out;           // [T, KVH, hd]
-  __nv_bfloat16* v_out;           // [T, KVH, hd]
+  __nv_bfloat16* k_out;           // [T, KVH, hd], or with kv_slots the key cache [slots, KVH, hd]
+  __nv_bfloat16* v_out;           // [T, KVH, hd], or with kv_slots the value cache
+  // The KV write by slot mapping, fused: token t's k and v go to row kv_slots[t] of k_out
+  // and v_out (a paged cache [blocks, block_size, KVH, hd] is [slots, KVH, hd]). Null: row t.
+  // A slot outside [0, num_kv_slots) is not written.
+  const int64_t* kv_slots = nullptr;  // [T]
+  int64_t num_kv_slots = 0;
   int32_t tokens = 0;             // T
   int32_t heads = 0;              // H
   int32_t kv_heads = 0;           // KVH

@@ -132,6 +132,7 @@ struct QkvCase {
   bool bias;
   float clip;
   bool fused = false;  // q, k, v read from one [T, (H + 2 KVH) hd] projection, as the model does
+  bool to_cache = false;  // k, v written to cache slots (the fused KV write), as the model does
 };
 
 class CudaPrepareQkvTest : public ::testing::TestWithParam<QkvCase> {};
@@ -167,8 +168,16 @@ TEST_P(CudaPrepareQkvTest, MatchesCpuComposition) {
   Tensor inv_t = Tensor::Empty(DType::kF32, {hd / 2});
   std::copy(inv.begin(), inv.end(), inv_t.data<float>());
   DeviceTensor dinv = Upload(inv_t, DType::kF32);
-  DeviceTensor q_out = Poisoned(DType::kBF16, {T, H, hd}), k_out = Poisoned(DType::kBF16, {T, KVH, hd});
-  DeviceTensor v_out = Poisoned(DType::kBF16, {T, KVH, hd});
+  // With to_cache, k and v go to a "cache" of 2T + 2 slots: token t to slot 2t + 1, except
+  // the last token's slot, which is out of range, so that token is not written at all.
+  const int64_t kv_rows = c.to_cache ? 2 * T + 2 : T;
+  std::vector<int64_t> slots(T);
+  for (int t = 0; t < T; ++t) slots[t] = t + 1 < T ? 2 * t + 1 : kv_rows;
+  Tensor slots_t = Tensor::Empty(DType::kI64, {T});
+  std::copy(slots.begin(), slots.end(), slots_t.data<int64_t>());
+  DeviceTensor dslots = Upload(slots_t, DType::kI64);
+  DeviceTensor q_out = Poisoned(DType::kBF16, {T, H, hd}), k_out = Poisoned(DType::kBF16, {kv_rows, KVH, hd});
+  DeviceTensor v_out = Poisoned(DType::kBF16, {kv_rows, KVH, hd});
   const bool norm = c.norm != cuda::QkNormKind::kNone;
   cuda::PrepareQkv({.q = c.fused ? fq : dq.data<float>(),
                     .k = c.fused ? fq + H * hd : dk.data<float>(),
@@ -183,6 +192,7 @@ TEST_P(CudaPrepareQkvTest, MatchesCpuComposition) {
                     .eps = 1e-6f, .clip = c.clip, .positions = dpos.data<int32_t>(),
                     .inv_freq = dinv.data<float>(), .q_out = q_out.data<__nv_bfloat16>(),
                     .k_out = k_out.data<__nv_bfloat16>(), .v_out = v_out.data<__nv_bfloat16>(),
+                    .kv_slots = c.to_cache ? dslots.data<int64_t>() : nullptr, .num_kv_slots = kv_rows,
                     .tokens = T, .heads = H, .kv_heads = KVH, .head_dim = hd}, nullptr);
 
   // The CPU reference, in moe/attention_block.cc's order.
@@ -208,8 +218,29 @@ TEST_P(CudaPrepareQkvTest, MatchesCpuComposition) {
   cpu::ApplyRope(positions, theta, k);
   const testing::Tolerance tol{.abs = 4e-3, .rel = 8e-3};
   ExpectClose(q, Download(q_out), tol, "q");
-  ExpectClose(k, Download(k_out), tol, "k");
-  ExpectClose(v, Download(v_out), tol, "v");
+  if (!c.to_cache) {
+    ExpectClose(k, Download(k_out), tol, "k");
+    ExpectClose(v, Download(v_out), tol, "v");
+    return;
+  }
+  // Rows 2t + 1 hold tokens t < T - 1; every other row is untouched (still NaN poison).
+  const Tensor k_cache = Download(k_out), v_cache = Download(v_out);
+  const int64_t row = int64_t{KVH} * hd;
+  for (int64_t r = 0; r < kv_rows; ++r) {
+    const bool written = r % 2 == 1 && (r - 1) / 2 < T - 1;
+    for (const Tensor* cache : {&k_cache, &v_cache}) {
+      const float* got = cache->data<float>() + r * row;
+      EXPECT_EQ(written, std::none_of(got, got + row, [](float x) { return std::isnan(x); })) << "cache row " << r;
+    }
+  }
+  if (T < 2) return;
+  Tensor k_got = Tensor::Empty(DType::kF32, {T - 1, KVH, hd}), v_got = Tensor::Empty(DType::kF32, {T - 1, KVH, hd});
+  for (int t = 0; t + 1 < T; ++t) {
+    std::copy_n(k_cache.data<float>() + slots[t] * row, row, k_got.data<float>() + t * row);
+    std::copy_n(v_cache.data<float>() + slots[t] * row, row, v_got.data<float>() + t * row);
+  }
+  ExpectClose(k.Slice(0, T - 1), k_got, tol, "k in cache");
+  ExpectClose(v.Slice(0, T - 1), v_got, tol, "v in cache");
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -221,12 +252,14 @@ INSTANTIATE_TEST_SUITE_P(
                       QkvCase{6, 16, 16, 128, cuda::QkNormKind::kNone, true, 0},      // Qwen2-MoE bias
                       QkvCase{2, 32, 8, 128, cuda::QkNormKind::kNone, false, 0},      // Mixtral
                       QkvCase{9, 32, 4, 128, cuda::QkNormKind::kPerHead, false, 0, true},    // fused qkv
-                      QkvCase{4, 16, 16, 128, cuda::QkNormKind::kNone, true, 0, true}),      // fused, bias
+                      QkvCase{4, 16, 16, 128, cuda::QkNormKind::kNone, true, 0, true},       // fused, bias
+                      QkvCase{7, 32, 4, 128, cuda::QkNormKind::kPerHead, false, 0, true, true}),  // to cache
     [](const auto& info) {
       const QkvCase& c = info.param;
       return "T" + std::to_string(c.tokens) + "_H" + std::to_string(c.heads) + "_KVH" +
              std::to_string(c.kv_heads) + "_hd" + std::to_string(c.head_dim) + "_norm" +
-             std::to_string(static_cast<int>(c.norm)) + (c.bias ? "_bias" : "") + (c.clip > 0 ? "_clip" : "") + (c.fused ? "_fused" : "");
+             std::to_string(static_cast<int>(c.norm)) + (c.bias ? "_bias" : "") + (c.clip > 0 ? "_clip" : "") + (c.fused ? "_fused" : "") +
+             (c.to_cache ? "_to_cache" : "");
     });
 
 struct GemmCase {
