@@ -10,8 +10,10 @@
 namespace moe::cuda {
 namespace {
 
-using attention_internal::DecodePartitions;
+using attention_internal::DecodeSplit;
 using attention_internal::MakeDecodeWorkspaceLayout;
+using attention_internal::MaxDecodeSplitRows;
+using attention_internal::PlanDecodeSplit;
 
 constexpr int kWriteKvThreads = 128;
 
@@ -86,8 +88,8 @@ void WriteKv(const WriteKvArgs& args, const DeviceStepBatch& batch, cudaStream_t
 
 size_t PagedAttentionWorkspaceBytes(int32_t max_decode_tokens, int32_t num_heads,
                                     int32_t head_dim, int32_t max_context) {
-  return MakeDecodeWorkspaceLayout(max_decode_tokens, num_heads, head_dim,
-                                   DecodePartitions(max_context, /*sliding_window=*/0))
+  return MakeDecodeWorkspaceLayout(MaxDecodeSplitRows(max_decode_tokens, num_heads, max_context),
+                                   head_dim)
       .bytes;
 }
 
@@ -109,14 +111,15 @@ void PagedAttention(const PagedAttentionArgs& args, const DeviceStepBatch& batch
     attention_internal::LaunchPrefill(args, batch, stream);
     return;
   }
-  const int32_t partitions = DecodePartitions(batch.max_context_len, args.sliding_window);
-  const size_t needed =
-      MakeDecodeWorkspaceLayout(batch.num_tokens, args.num_heads, c.head_dim, partitions).bytes;
+  const DecodeSplit split =
+      PlanDecodeSplit(batch.num_tokens, args.num_heads, batch.max_context_len, args.sliding_window);
+  const int64_t rows = int64_t{batch.num_tokens} * args.num_heads * split.partitions;
+  const size_t needed = split.partitions > 1 ? MakeDecodeWorkspaceLayout(rows, c.head_dim).bytes : 0;
   CHECK(workspace_bytes >= needed && (needed == 0 || workspace != nullptr))
       << "decode of " << batch.num_tokens << " tokens with contexts up to " << batch.max_context_len
       << " needs " << needed << " workspace bytes, got " << workspace_bytes;
   CHECK(needed == 0 || Aligned16(workspace)) << "the attention workspace must be 16-byte aligned";
-  attention_internal::LaunchDecode(args, batch, partitions, workspace, stream);
+  attention_internal::LaunchDecode(args, batch, split, workspace, stream);
 }
 
 }  // namespace moe::cuda

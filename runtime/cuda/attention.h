@@ -50,9 +50,11 @@ struct PagedAttentionArgs {
 };
 
 // Workspace bytes PagedAttention needs for decode steps of up to `max_decode_tokens` tokens
-// (one per sequence) with contexts up to `max_context` (split-K partials, f32:
-// T * H * P * (hd + 2) with P = ceil(max_context / 512), 0 when P is 1). Prefill steps need
-// none. The workspace must be 16-byte aligned; it needs no initialization.
+// (one per sequence) with contexts up to `max_context`: split-K partials, f32,
+// T * H * P * (hd + 2) with P = ceil(max_context / 512) partitions; small batches, whose
+// contexts are split finer to fill the GPU, take at most 4096 (token, head, partition)
+// rows. Prefill steps need none. The workspace must be 16-byte
+// aligned; it needs no initialization.
 size_t PagedAttentionWorkspaceBytes(int32_t max_decode_tokens, int32_t num_heads,
                                     int32_t head_dim, int32_t max_context);
 

@@ -37,43 +37,75 @@ void DispatchHeadDim(int32_t head_dim, Launch&& launch) {
   }
 }
 
-// Decode splits a sequence's keys into partitions of this many keys, one block each.
+// Decode splits each sequence's keys into partitions, one block each: kDecodePartitionKeys
+// keys, or fewer (down to kDecodeMinPartitionKeys) when the batch is too small to fill the
+// GPU otherwise: at batch 1 and a 2k context, 4 kv heads x 4 partitions of 512 keys would
+// be 16 blocks for 132 SMs.
 inline constexpr int32_t kDecodePartitionKeys = 512;
+inline constexpr int32_t kDecodeMinPartitionKeys = 64;
+// Query heads x partitions a split aims for (a block takes up to 8 heads of a kv head):
+// about two blocks per SM of an H100.
+inline constexpr int64_t kDecodeTargetHeadPartitions = 2048;
 
-// Partitions for a decode step whose longest context is `max_context_len` keys. Any value
-// >= 1 gives exact results (the last partition takes every key left, surplus partitions
-// are empty), so a graph captured at one context length stays correct at others.
-inline int32_t DecodePartitions(int32_t max_context_len, int32_t sliding_window) {
+struct DecodeSplit {
+  int32_t partitions = 1;
+  int32_t partition_keys = kDecodePartitionKeys;
+};
+
+// The split of a decode step of `tokens` query tokens of `num_heads` heads whose longest
+// context is `max_context_len` keys: partitions of 512 keys, halved (down to 64) while
+// tokens x heads x partitions is under the target. Any split gives exact results (the last
+// partition takes every key left, surplus partitions are empty), so a graph captured at
+// one context length stays correct at others.
+inline DecodeSplit PlanDecodeSplit(int64_t tokens, int64_t num_heads, int32_t max_context_len,
+                                   int32_t sliding_window) {
   int32_t keys = max_context_len;
   if (sliding_window > 0 && sliding_window < keys) keys = sliding_window;
-  return keys <= kDecodePartitionKeys ? 1
-                                      : (keys + kDecodePartitionKeys - 1) / kDecodePartitionKeys;
+  auto partitions = [keys](int32_t partition_keys) {
+    return keys <= partition_keys ? 1 : (keys + partition_keys - 1) / partition_keys;
+  };
+  DecodeSplit split;
+  while (split.partition_keys > kDecodeMinPartitionKeys &&
+         tokens * num_heads * partitions(split.partition_keys) < kDecodeTargetHeadPartitions) {
+    split.partition_keys /= 2;
+  }
+  split.partitions = partitions(split.partition_keys);
+  return split;
+}
+
+// The most (token, head, partition) rows any split of up to `max_tokens` tokens with
+// contexts up to `max_context` keys has. A split that kept 512-key partitions has at most
+// tokens x heads x ceil(max_context / 512); one that halved them did so because the rows at
+// twice its partition size were under the target, and halving at most doubles them.
+inline int64_t MaxDecodeSplitRows(int64_t max_tokens, int64_t num_heads, int32_t max_context) {
+  const int64_t full = max_tokens * num_heads *
+                       ((int64_t{max_context} + kDecodePartitionKeys - 1) / kDecodePartitionKeys);
+  return full > 2 * kDecodeTargetHeadPartitions ? full : 2 * kDecodeTargetHeadPartitions;
 }
 
 inline size_t AlignUp256(size_t n) { return (n + 255) & ~size_t{255}; }
 
-// Split-K partials in the workspace: acc [T, H, P, hd] f32 (unnormalized sum of p * v),
-// then max [T, H, P] f32 and sum [T, H, P] f32 of each partition's softmax. Nothing when P == 1
-// (decode then writes the output directly).
+// Split-K partials in the workspace for `rows` = T * H * P (token, head, partition) rows:
+// acc [T, H, P, hd] f32 (unnormalized sum of p * v), then max [T, H, P] f32 and
+// sum [T, H, P] f32 of each partition's softmax. Unused when P == 1 (decode then writes the
+// output directly).
 struct DecodeWorkspaceLayout {
   size_t acc = 0, max = 0, sum = 0, bytes = 0;  // byte offsets, total
 };
 
-inline DecodeWorkspaceLayout MakeDecodeWorkspaceLayout(int64_t tokens, int64_t heads,
-                                                       int64_t head_dim, int64_t partitions) {
+inline DecodeWorkspaceLayout MakeDecodeWorkspaceLayout(int64_t rows, int64_t head_dim) {
   DecodeWorkspaceLayout l;
-  if (partitions <= 1) return l;
-  const size_t rows = static_cast<size_t>(tokens * heads * partitions);
+  const size_t n = static_cast<size_t>(rows);
   l.acc = 0;
-  l.max = AlignUp256(rows * head_dim * sizeof(float));
-  l.sum = l.max + AlignUp256(rows * sizeof(float));
-  l.bytes = l.sum + AlignUp256(rows * sizeof(float));
+  l.max = AlignUp256(n * head_dim * sizeof(float));
+  l.sum = l.max + AlignUp256(n * sizeof(float));
+  l.bytes = l.sum + AlignUp256(n * sizeof(float));
   return l;
 }
 
 // Launchers of the two attention paths; PagedAttention (attention.cu) checks the arguments.
 void LaunchDecode(const PagedAttentionArgs& args, const DeviceStepBatch& batch,
-                  int32_t num_partitions, void* workspace, cudaStream_t stream);
+                  DecodeSplit split, void* workspace, cudaStream_t stream);
 void LaunchPrefill(const PagedAttentionArgs& args, const DeviceStepBatch& batch,
                    cudaStream_t stream);
 

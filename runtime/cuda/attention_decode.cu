@@ -2,8 +2,9 @@
 //
 // A block takes one sequence, one kv head and up to kGroupHeads of the query heads that
 // share it (so K/V are read once per group), and one partition of the context: at most
-// kDecodePartitionKeys keys, the last partition taking every key left. It walks its keys in
-// tiles of 64 (32 at head dim 256) staged in shared memory, with an online softmax in fp32.
+// split.partition_keys keys (PlanDecodeSplit), the last partition taking every key left.
+// It walks its keys in tiles of 64 (32 at head dim 256) staged in shared memory, with an
+// online softmax in fp32.
 // With one partition it writes the output; with several it writes (max, sum, unnormalized
 // acc) to the workspace and DecodeReduceKernel combines them.
 //
@@ -40,6 +41,7 @@ struct DecodeParams {
   int32_t max_blocks_per_seq, num_heads, num_kv_heads, block_size;
   int32_t head_chunks;     // ceil((H / KVH) / kGroupHeads) blocks per kv head
   int32_t num_partitions;  // P
+  int32_t partition_keys;  // keys per partition but the last, a multiple of the tile's BK
   int32_t sliding_window;
   float scale;
 };
@@ -50,7 +52,7 @@ struct DecodeSmem {
   static constexpr int BK = HD <= 128 ? 64 : 32;            // keys per tile
   static constexpr int kAcc = kGroupHeads * HD / kThreads;  // (head, dim) outputs per thread
   static_assert(kGroupHeads * HD % kThreads == 0 && BK % 32 == 0);
-  static_assert(kDecodePartitionKeys % BK == 0 && kGroupHeads % kWarps == 0);
+  static_assert(kDecodeMinPartitionKeys % BK == 0 && kGroupHeads % kWarps == 0);
   alignas(16) float q[kGroupHeads][HD];                // the block's queries
   alignas(16) bf16 k[BK][KvRowStride(HD)];             // key tile
   alignas(16) bf16 v[BK][KvRowStride(HD)];             // value tile
@@ -175,9 +177,9 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(const DecodeParams p) {
   const int num_g = min(kGroupHeads, group - g0);  // query heads of this block, >= 1
   const int h0 = kvh * group + g0;
   const int pos = p.positions[t], part = blockIdx.z;
-  const int key_begin = WindowStart(pos, p.sliding_window) + part * kDecodePartitionKeys;
+  const int key_begin = WindowStart(pos, p.sliding_window) + part * p.partition_keys;
   const int key_end =
-      part + 1 == p.num_partitions ? pos + 1 : min(pos + 1, key_begin + kDecodePartitionKeys);
+      part + 1 == p.num_partitions ? pos + 1 : min(pos + 1, key_begin + p.partition_keys);
   const SeqKv kv{p.key,        p.value,        p.block_tables + int64_t{seq} * p.max_blocks_per_seq,
                  p.block_size, p.num_kv_heads, kvh};
 
@@ -247,20 +249,24 @@ void LaunchDecodeHd(const DecodeParams& params, const dim3 grid, cudaStream_t st
 }  // namespace
 
 void LaunchDecode(const PagedAttentionArgs& args, const DeviceStepBatch& batch,
-                  int32_t num_partitions, void* workspace, cudaStream_t stream) {
+                  DecodeSplit split, void* workspace, cudaStream_t stream) {
   const PagedKvLayer& c = args.cache;
   CHECK(batch.max_query_len == 1) << "decode takes one query token per sequence, got up to "
                                   << batch.max_query_len;
+  const int32_t num_partitions = split.partitions;
   CHECK(num_partitions >= 1 && num_partitions <= 65535) << num_partitions << " decode partitions";
+  CHECK(split.partition_keys >= kDecodeMinPartitionKeys &&
+        split.partition_keys % kDecodeMinPartitionKeys == 0)
+      << "decode partitions of " << split.partition_keys << " keys";
   const int32_t group = args.num_heads / c.num_kv_heads;
   DecodeParams p{};
   p.q = args.q;
   p.key = c.key;
   p.value = c.value;
   p.out = args.out;
-  const DecodeWorkspaceLayout l =
-      MakeDecodeWorkspaceLayout(batch.num_tokens, args.num_heads, c.head_dim, num_partitions);
   if (num_partitions > 1) {
+    const DecodeWorkspaceLayout l = MakeDecodeWorkspaceLayout(
+        int64_t{batch.num_tokens} * args.num_heads * num_partitions, c.head_dim);
     char* w = static_cast<char*>(workspace);
     p.partial_acc = reinterpret_cast<float*>(w + l.acc);
     p.partial_max = reinterpret_cast<float*>(w + l.max);
@@ -275,6 +281,7 @@ void LaunchDecode(const PagedAttentionArgs& args, const DeviceStepBatch& batch,
   p.block_size = c.block_size;
   p.head_chunks = (group + kGroupHeads - 1) / kGroupHeads;
   p.num_partitions = num_partitions;
+  p.partition_keys = split.partition_keys;
   p.sliding_window = args.sliding_window;
   p.scale = args.scale;
   const dim3 grid(batch.num_seqs, c.num_kv_heads * p.head_chunks, num_partitions);

@@ -204,7 +204,16 @@ TEST_P(CudaAttentionTest, MatchesCpu) {
   testing::ExpectClose(expected, actual, kTolerance, c.name);
 }
 
-// Decode: one query token per sequence (max_query_len 1). Partitions hold 512 keys.
+// 64 sequences of 1 to 1500 tokens: enough (token, head, partition) rows that the split
+// keeps its 512-key partitions.
+std::vector<SeqSpec> ManyDecodes() {
+  std::vector<SeqSpec> seqs;
+  for (int32_t s = 0; s < 64; ++s) seqs.push_back({1 + (s * 37) % 1500, 1});
+  return seqs;
+}
+
+// Decode: one query token per sequence (max_query_len 1). Partitions hold 512 keys, or as
+// few as 64 for small batches (PlanDecodeSplit), as in all but the 64-sequence case.
 const AttentionCase kDecodeCases[] = {
     {"decode_one_sequence_context_1", 4, 4, 64, 16, {{1, 1}}},
     {"decode_batch_gqa8_hd128_split",
@@ -223,6 +232,7 @@ const AttentionCase kDecodeCases[] = {
     {"decode_sharp_softmax", 4, 4, 128, 16, {{900, 1}, {30, 1}}, 0, 8.0f},
     {"decode_one_partition_for_long_contexts", 8, 2, 128, 16, {{3000, 1}, {20, 1}}, 0, 1.0f, 1},
     {"decode_surplus_empty_partitions", 8, 2, 64, 16, {{1000, 1}, {3, 1}}, 0, 1.0f, 5000},
+    {"decode_64_seqs_512_key_partitions", 32, 4, 128, 16, ManyDecodes()},
     {"prefill_one_token", 8, 2, 128, 16, {{1, 1}}},
 };
 
