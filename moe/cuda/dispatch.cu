@@ -13,7 +13,7 @@
 
 #include "moe/cuda/kernel_util.cuh"
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -25,6 +25,7 @@ constexpr int kCombineThreads = 256;
 
 // expert_offsets [E+1] from topk_ids [N]; ids outside [0, E) get row_of = -1.
 __global__ void __launch_bounds__(kCountThreads) CountKernel(const DispatchArgs args) {
+  AwaitPrecedingKernels();
   __shared__ int32_t counts[kDispatchMaxExperts];  // [E]
   const int32_t E = args.num_experts;
   const int64_t N = static_cast<int64_t>(args.num_tokens) * args.top_k;
@@ -52,6 +53,7 @@ __global__ void __launch_bounds__(kCountThreads) CountKernel(const DispatchArgs 
 // Block e places expert e's rows. Every thread runs the same chunks (the loop bound and
 // `placed` are block-uniform), so each __syncthreads is reached by all threads.
 __global__ void __launch_bounds__(kPlaceThreads) PlaceKernel(const DispatchArgs args) {
+  AwaitPrecedingKernels();
   __shared__ int32_t warp_counts[kPlaceWarps];  // matches per warp in the current chunk
   const int32_t e = blockIdx.x;
   const int32_t begin = args.plan.expert_offsets[e];
@@ -89,6 +91,7 @@ __global__ void __launch_bounds__(kPlaceThreads) PlaceKernel(const DispatchArgs 
 // out [T, D]: block (t, column chunk), kVec consecutive columns per thread.
 template <int kVec>
 __global__ void __launch_bounds__(kCombineThreads) CombineKernel(const CombineArgs args) {
+  AwaitPrecedingKernels();
   const int64_t t = blockIdx.x;
   const int64_t d = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * kVec;
   const int64_t D = args.hidden, K = args.top_k, N = static_cast<int64_t>(args.num_tokens) * K;
@@ -134,11 +137,9 @@ void Dispatch(const DispatchArgs& args, void* workspace, cudaStream_t stream) {
   CHECK(N == 0 || (args.topk_ids != nullptr && args.plan.source_token != nullptr &&
                    args.plan.row_of != nullptr));
   // Runs even for N = 0: the offsets (all zero) are still written.
-  CountKernel<<<1, kCountThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(CountKernel, 1, kCountThreads, 0, stream, args);
   if (N == 0) return;
-  PlaceKernel<<<args.num_experts, kPlaceThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(PlaceKernel, args.num_experts, kPlaceThreads, 0, stream, args);
 }
 
 void Combine(const CombineArgs& args, cudaStream_t stream) {
@@ -153,11 +154,10 @@ void Combine(const CombineArgs& args, cudaStream_t stream) {
   const dim3 grid(args.num_tokens,
                   static_cast<unsigned>(CeilDiv(CeilDiv(args.hidden, vec), kCombineThreads)));
   if (vec4) {
-    CombineKernel<4><<<grid, kCombineThreads, 0, stream>>>(args);
+    Launch(CombineKernel<4>, grid, kCombineThreads, 0, stream, args);
   } else {
-    CombineKernel<1><<<grid, kCombineThreads, 0, stream>>>(args);
+    Launch(CombineKernel<1>, grid, kCombineThreads, 0, stream, args);
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace moe::cuda

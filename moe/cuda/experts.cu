@@ -9,7 +9,7 @@
 #include "moe/cuda/experts_internal.cuh"
 #include "moe/cuda/kernel_util.cuh"
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -48,6 +48,7 @@ WorkspaceLayout Layout(int32_t num_rows, int32_t num_experts, int32_t intermedia
 __global__ void __launch_bounds__(kScheduleThreads)
     ScheduleKernel(const int32_t* expert_offsets, int32_t num_experts, int32_t num_rows,
                    const ExpertsWorkspace ws) {
+  AwaitPrecedingKernels();
   __shared__ int32_t first_tile[kMaxExperts];  // [E] tiles of e, then their exclusive scan
   for (int32_t e = threadIdx.x; e < num_experts; e += blockDim.x) {
     const auto rows = ExpertRows(expert_offsets, e, num_rows);
@@ -122,9 +123,8 @@ void RunExperts(const ExpertsArgs& args, void* workspace, cudaStream_t stream) {
           path == ExpertsPath::kPrefillWgmma ? experts_internal::kWgmmaTileRows : kTileRows,
   };
   if (path != ExpertsPath::kDecode) {
-    ScheduleKernel<<<1, kScheduleThreads, 0, stream>>>(args.expert_offsets, args.num_experts,
+    Launch(ScheduleKernel, 1, kScheduleThreads, 0, stream, args.expert_offsets, args.num_experts,
                                                        args.num_rows, ws);
-    CUDA_CHECK_LAUNCH();
   }
   switch (path) {
     case ExpertsPath::kDecode:

@@ -14,7 +14,7 @@
 
 #include "moe/cuda/experts_internal.cuh"
 #include "moe/cuda/kernel_util.cuh"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda::experts_internal {
 namespace {
@@ -64,6 +64,7 @@ __device__ __forceinline__ ActiveExpert FindActiveExpert(const int32_t* offsets,
 // h[r, j] = silu(x[tok(r)] . gate[e][j]) * (x[tok(r)] . up[e][j]) for the rows r of e.
 __global__ void __launch_bounds__(kThreads)
     DecodeGateUpKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
+  AwaitPrecedingKernels();
   const int64_t D = args.hidden, I = args.intermediate;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / kWarpSize;
   if (j >= I) return;  // warp-uniform
@@ -108,6 +109,7 @@ __global__ void __launch_bounds__(kThreads)
 // ys[r, d] = h[r] . down[e][d] for the rows r of e.
 __global__ void __launch_bounds__(kThreads)
     DecodeDownKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
+  AwaitPrecedingKernels();
   const int64_t D = args.hidden, I = args.intermediate;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / kWarpSize;
   if (d >= D) return;  // warp-uniform
@@ -142,11 +144,9 @@ void LaunchDecodeExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws, cu
   // At most min(N, E) experts have rows; blocks past the ones that do return at once.
   const unsigned slots = static_cast<unsigned>(std::min(args.num_rows, args.num_experts));
   const dim3 gate_up_grid(static_cast<unsigned>(CeilDiv(args.intermediate, kWarps)), slots);
-  DecodeGateUpKernel<<<gate_up_grid, kThreads, 0, stream>>>(args, ws);
-  CUDA_CHECK_LAUNCH();
+  Launch(DecodeGateUpKernel, gate_up_grid, kThreads, 0, stream, args, ws);
   const dim3 down_grid(static_cast<unsigned>(CeilDiv(args.hidden, kWarps)), slots);
-  DecodeDownKernel<<<down_grid, kThreads, 0, stream>>>(args, ws);
-  CUDA_CHECK_LAUNCH();
+  Launch(DecodeDownKernel, down_grid, kThreads, 0, stream, args, ws);
 }
 
 }  // namespace moe::cuda::experts_internal

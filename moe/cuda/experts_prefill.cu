@@ -19,7 +19,7 @@
 
 #include "moe/cuda/experts_internal.cuh"
 #include "moe/cuda/kernel_util.cuh"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda::experts_internal {
 namespace {
@@ -122,6 +122,7 @@ __device__ __forceinline__ void StoreTile(const ExpertsArgs& a, const ExpertsWor
 template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads)
     GroupedGemmKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
+  AwaitPrecedingKernels();
   __shared__ __align__(128) unsigned char smem[kSmemBytes];
   if (static_cast<int32_t>(blockIdx.y) >= *ws.num_tiles) return;  // block-uniform
   const ExpertTile tile = ws.tiles[blockIdx.y];
@@ -189,11 +190,9 @@ void LaunchPrefillExperts(const ExpertsArgs& args, const ExpertsWorkspace& ws,
                           cudaStream_t stream) {
   const unsigned slots = static_cast<unsigned>(ws.max_tiles);
   const dim3 gate_up_grid(static_cast<unsigned>(CeilDiv(args.intermediate, kBN / 2)), slots);
-  GroupedGemmKernel<true><<<gate_up_grid, kThreads, 0, stream>>>(args, ws);
-  CUDA_CHECK_LAUNCH();
+  Launch(GroupedGemmKernel<true>, gate_up_grid, kThreads, 0, stream, args, ws);
   const dim3 down_grid(static_cast<unsigned>(CeilDiv(args.hidden, kBN)), slots);
-  GroupedGemmKernel<false><<<down_grid, kThreads, 0, stream>>>(args, ws);
-  CUDA_CHECK_LAUNCH();
+  Launch(GroupedGemmKernel<false>, down_grid, kThreads, 0, stream, args, ws);
 }
 
 }  // namespace moe::cuda::experts_internal

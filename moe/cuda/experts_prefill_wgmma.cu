@@ -30,6 +30,7 @@
 #include "moe/cuda/wgmma.cuh"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda::experts_internal {
 namespace {
@@ -119,6 +120,7 @@ __device__ __forceinline__ void StoreTile(const ExpertsArgs& a, const ExpertsWor
 template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads, 1)
     GroupedGemmWgmmaKernel(const ExpertsArgs args, const ExpertsWorkspace ws) {
+  AwaitPrecedingKernels();
   extern __shared__ unsigned char dynamic_smem[];
   if (static_cast<int32_t>(blockIdx.y) >= *ws.num_tiles) return;  // block-uniform
   // The swizzle's phase comes from the shared address, so tiles start 1024-byte aligned.
@@ -224,11 +226,9 @@ void LaunchPrefillWgmmaExperts(const ExpertsArgs& args, const ExpertsWorkspace& 
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   const unsigned slots = static_cast<unsigned>(ws.max_tiles);
   const dim3 gate_up_grid(static_cast<unsigned>(CeilDiv(args.intermediate, kBN / 2)), slots);
-  GroupedGemmWgmmaKernel<true><<<gate_up_grid, kThreads, kSmemBytes, stream>>>(args, ws);
-  CUDA_CHECK_LAUNCH();
+  Launch(GroupedGemmWgmmaKernel<true>, gate_up_grid, kThreads, kSmemBytes, stream, args, ws);
   const dim3 down_grid(static_cast<unsigned>(CeilDiv(args.hidden, kBN)), slots);
-  GroupedGemmWgmmaKernel<false><<<down_grid, kThreads, kSmemBytes, stream>>>(args, ws);
-  CUDA_CHECK_LAUNCH();
+  Launch(GroupedGemmWgmmaKernel<false>, down_grid, kThreads, kSmemBytes, stream, args, ws);
 }
 
 }  // namespace moe::cuda::experts_internal

@@ -13,7 +13,7 @@
 #include "moe/cuda/kernel_util.cuh"
 #include "moe/cuda/route_token.cuh"
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -24,6 +24,7 @@ constexpr int kExpertsPerLane = kRouteMaxExperts / kWarpSize;  // of warp 0's sc
 static_assert(kThreads % kWarpSize == 0 && kThreads >= kRouteMaxExperts);
 
 __global__ void __launch_bounds__(kThreads) RouteDispatchKernel(const RouteDispatchArgs args) {
+  AwaitPrecedingKernels();
   __shared__ int32_t ids[kThreads];                        // [N] chosen experts, at t*K + k
   __shared__ int32_t warp_rows[kWarps][kRouteMaxExperts];  // [32, E] rows of e in warp w's
                                                            // ids, then those in lower warps
@@ -133,8 +134,7 @@ void RouteAndDispatch(const RouteDispatchArgs& args, cudaStream_t stream) {
                               args.plan.row_of != nullptr));
   CHECK(args.routed.counts == nullptr || args.routed.num_tokens != nullptr);
   // Runs even for T = 0: the offsets (all zero) are still written, as Dispatch does.
-  RouteDispatchKernel<<<1, kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(RouteDispatchKernel, 1, kThreads, 0, stream, args);
 }
 
 }  // namespace moe::cuda

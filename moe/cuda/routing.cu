@@ -5,7 +5,7 @@
 #include "moe/cuda/kernel_util.cuh"
 #include "moe/cuda/route_token.cuh"
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -15,6 +15,7 @@ constexpr int kThreads = kWarpsPerBlock * kWarpSize;
 
 // One warp per token. No block-level synchronization, so a warp past T may return early.
 __global__ void __launch_bounds__(kThreads) RouteKernel(const RouteArgs args) {
+  AwaitPrecedingKernels();
   const int lane = threadIdx.x % kWarpSize;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   if (t >= args.num_tokens) return;  // the whole warp leaves together
@@ -37,8 +38,7 @@ void Route(const RouteArgs& args, cudaStream_t stream) {
   if (args.num_tokens == 0) return;
   CHECK(args.router_logits != nullptr && args.topk_ids != nullptr && args.topk_weights != nullptr);
   const int64_t blocks = CeilDiv(args.num_tokens, kWarpsPerBlock);
-  RouteKernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(RouteKernel, static_cast<unsigned>(blocks), kThreads, 0, stream, args);
 }
 
 }  // namespace moe::cuda

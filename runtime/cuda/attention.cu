@@ -5,7 +5,7 @@
 #include "runtime/check.h"
 #include "runtime/cuda/attention.h"
 #include "runtime/cuda/attention_common.cuh"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -27,6 +27,7 @@ __global__ void __launch_bounds__(kWriteKvThreads)
                   Chunk* __restrict__ value_cache,           // [num_slots, row_chunks]
                   const int64_t* __restrict__ slot_mapping,  // [T]
                   int64_t num_slots, int32_t row_chunks) {
+  AwaitPrecedingKernels();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   // ValidateStepBatch rejects such slots; never write outside the pool all the same.
@@ -73,17 +74,16 @@ void WriteKv(const WriteKvArgs& args, const DeviceStepBatch& batch, cudaStream_t
   const bool vectorized = row % 8 == 0 && Aligned16(args.k) && Aligned16(args.v) &&
                           Aligned16(c.key) && Aligned16(c.value);
   if (vectorized) {
-    WriteKvKernel<uint4><<<batch.num_tokens, kWriteKvThreads, 0, stream>>>(
-        reinterpret_cast<const uint4*>(args.k), reinterpret_cast<const uint4*>(args.v),
-        reinterpret_cast<uint4*>(c.key), reinterpret_cast<uint4*>(c.value), batch.slot_mapping,
-        num_slots, static_cast<int32_t>(row / 8));
+    Launch(WriteKvKernel<uint4>, batch.num_tokens, kWriteKvThreads, 0, stream,
+           reinterpret_cast<const uint4*>(args.k), reinterpret_cast<const uint4*>(args.v),
+           reinterpret_cast<uint4*>(c.key), reinterpret_cast<uint4*>(c.value), batch.slot_mapping,
+           num_slots, static_cast<int32_t>(row / 8));
   } else {
-    WriteKvKernel<uint16_t><<<batch.num_tokens, kWriteKvThreads, 0, stream>>>(
-        reinterpret_cast<const uint16_t*>(args.k), reinterpret_cast<const uint16_t*>(args.v),
-        reinterpret_cast<uint16_t*>(c.key), reinterpret_cast<uint16_t*>(c.value),
-        batch.slot_mapping, num_slots, static_cast<int32_t>(row));
+    Launch(WriteKvKernel<uint16_t>, batch.num_tokens, kWriteKvThreads, 0, stream,
+           reinterpret_cast<const uint16_t*>(args.k), reinterpret_cast<const uint16_t*>(args.v),
+           reinterpret_cast<uint16_t*>(c.key), reinterpret_cast<uint16_t*>(c.value),
+           batch.slot_mapping, num_slots, static_cast<int32_t>(row));
   }
-  CUDA_CHECK_LAUNCH();
 }
 
 size_t PagedAttentionWorkspaceBytes(int32_t max_decode_tokens, int32_t num_heads,

@@ -14,7 +14,7 @@
 
 #include "runtime/check.h"
 #include "runtime/cuda/attention_common.cuh"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda::attention_internal {
 namespace {
@@ -166,6 +166,7 @@ __device__ __forceinline__ void WriteResult(const DecodeParams& p, const DecodeS
 // grid (S, KVH * head_chunks, P), kThreads threads.
 template <int HD>
 __global__ void __launch_bounds__(kThreads) DecodeKernel(const DecodeParams p) {
+  AwaitPrecedingKernels();
   constexpr int BK = DecodeSmem<HD>::BK;
   __shared__ DecodeSmem<HD> sm;
   const int seq = blockIdx.x;
@@ -220,6 +221,7 @@ struct ReduceParams {
 // thread recomputes the global max and sum (a few reads of cached values) so no block-wide
 // synchronization is needed.
 __global__ void __launch_bounds__(kReduceThreads) DecodeReduceKernel(const ReduceParams p) {
+  AwaitPrecedingKernels();
   const int64_t row = int64_t{blockIdx.x} * p.num_heads + blockIdx.y;  // (t, h)
   const int64_t first = row * p.num_partitions;                        // (t, h, 0)
   float global_max = -INFINITY;
@@ -242,8 +244,7 @@ __global__ void __launch_bounds__(kReduceThreads) DecodeReduceKernel(const Reduc
 
 template <int HD>
 void LaunchDecodeHd(const DecodeParams& params, const dim3 grid, cudaStream_t stream) {
-  DecodeKernel<HD><<<grid, kThreads, 0, stream>>>(params);
-  CUDA_CHECK_LAUNCH();
+  Launch(DecodeKernel<HD>, grid, kThreads, 0, stream, params);
 }
 
 }  // namespace
@@ -290,8 +291,7 @@ void LaunchDecode(const PagedAttentionArgs& args, const DeviceStepBatch& batch,
   if (num_partitions == 1) return;
   const ReduceParams r{p.partial_acc,  p.partial_max, p.partial_sum, args.out,
                        args.num_heads, c.head_dim,    num_partitions};
-  DecodeReduceKernel<<<dim3(batch.num_tokens, args.num_heads), kReduceThreads, 0, stream>>>(r);
-  CUDA_CHECK_LAUNCH();
+  Launch(DecodeReduceKernel, dim3(batch.num_tokens, args.num_heads), kReduceThreads, 0, stream, r);
 }
 
 }  // namespace moe::cuda::attention_internal

@@ -21,6 +21,7 @@
 #include "runtime/check.h"
 #include "runtime/cuda/attention_common.cuh"
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda::attention_internal {
 namespace {
@@ -163,6 +164,7 @@ __device__ __forceinline__ void WarpAccumulate(PrefillSmem<HD>& sm, int row0) {
 // grid (S, H, ceil(max_query_len / kRows)), kThreads threads, sizeof(PrefillSmem<HD>) bytes.
 template <int HD>
 __global__ void __launch_bounds__(kThreads) PrefillKernel(const PrefillParams p) {
+  AwaitPrecedingKernels();
   constexpr int BK = PrefillSmem<HD>::BK;
   extern __shared__ __align__(128) unsigned char smem[];
   PrefillSmem<HD>& sm = *reinterpret_cast<PrefillSmem<HD>*>(smem);
@@ -216,8 +218,7 @@ void LaunchPrefillHd(const PrefillParams& params, const dim3 grid, cudaStream_t 
   // Set on every launch: the attribute is per device, and setting it is cheap.
   CUDA_CHECK(cudaFuncSetAttribute(PrefillKernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kBytes)));
-  PrefillKernel<HD><<<grid, kThreads, kBytes, stream>>>(params);
-  CUDA_CHECK_LAUNCH();
+  Launch(PrefillKernel<HD>, grid, kThreads, kBytes, stream, params);
 }
 
 }  // namespace

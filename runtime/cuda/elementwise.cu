@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -14,6 +14,7 @@ int Blocks(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); 
 
 // Grid: x over tokens (rows), y over blocks of columns.
 __global__ void EmbedKernel(EmbedArgs a) {
+  AwaitPrecedingKernels();
   const int64_t t = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= a.hidden) return;
@@ -22,6 +23,7 @@ __global__ void EmbedKernel(EmbedArgs a) {
 }
 
 __global__ void SiluMulKernel(SiluMulArgs a) {
+  AwaitPrecedingKernels();
   const int64_t t = blockIdx.x;
   const int64_t i = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (i >= a.intermediate) return;
@@ -32,6 +34,7 @@ __global__ void SiluMulKernel(SiluMulArgs a) {
 }
 
 __global__ void GatherRowsKernel(GatherRowsArgs a) {
+  AwaitPrecedingKernels();
   const int64_t r = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= a.hidden) return;
@@ -39,6 +42,7 @@ __global__ void GatherRowsKernel(GatherRowsArgs a) {
 }
 
 __global__ void AddGatedKernel(AddGatedArgs a) {
+  AwaitPrecedingKernels();
   const int64_t t = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= a.hidden) return;
@@ -55,6 +59,7 @@ __device__ __forceinline__ uint64_t Mix(uint64_t z) {
 }
 
 __global__ void FillUniformKernel(FillUniformArgs a) {
+  AwaitPrecedingKernels();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < a.count; i += stride) {
     const float u = static_cast<float>(Mix(a.seed ^ Mix(i)) >> 40) * (2.0f / 16777216.0f) - 1.0f;
@@ -73,36 +78,31 @@ void FillUniform(const FillUniformArgs& args, cudaStream_t stream) {
   CHECK(args.count >= 0 && (args.data != nullptr || args.count == 0));
   if (args.count == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(Blocks(args.count), 65536));
-  FillUniformKernel<<<blocks, kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(FillUniformKernel, blocks, kThreads, 0, stream, args);
 }
 
 void Embed(const EmbedArgs& args, cudaStream_t stream) {
   CHECK(args.tokens >= 0 && args.hidden > 0);
   if (args.tokens == 0) return;
-  EmbedKernel<<<dim3(args.tokens, Blocks(args.hidden)), kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(EmbedKernel, dim3(args.tokens, Blocks(args.hidden)), kThreads, 0, stream, args);
 }
 
 void SiluMul(const SiluMulArgs& args, cudaStream_t stream) {
   CHECK(args.tokens >= 0 && args.intermediate > 0);
   if (args.tokens == 0) return;
-  SiluMulKernel<<<dim3(args.tokens, Blocks(args.intermediate)), kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(SiluMulKernel, dim3(args.tokens, Blocks(args.intermediate)), kThreads, 0, stream, args);
 }
 
 void GatherRows(const GatherRowsArgs& args, cudaStream_t stream) {
   CHECK(args.num_rows >= 0 && args.hidden > 0);
   if (args.num_rows == 0) return;
-  GatherRowsKernel<<<dim3(args.num_rows, Blocks(args.hidden)), kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(GatherRowsKernel, dim3(args.num_rows, Blocks(args.hidden)), kThreads, 0, stream, args);
 }
 
 void AddGated(const AddGatedArgs& args, cudaStream_t stream) {
   CHECK(args.tokens >= 0 && args.hidden > 0);
   if (args.tokens == 0) return;
-  AddGatedKernel<<<dim3(args.tokens, Blocks(args.hidden)), kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(AddGatedKernel, dim3(args.tokens, Blocks(args.hidden)), kThreads, 0, stream, args);
 }
 
 }  // namespace moe::cuda

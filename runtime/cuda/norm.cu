@@ -1,7 +1,7 @@
 #include "runtime/cuda/norm.h"
 
 #include "runtime/check.h"
-#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 #include "runtime/cuda/reduce.cuh"
 
 namespace moe::cuda {
@@ -11,6 +11,7 @@ constexpr int kThreads = 256;
 
 // One block per row.
 __global__ void AddRmsNormKernel(AddRmsNormArgs a) {
+  AwaitPrecedingKernels();
   __shared__ float scratch[33];
   const int64_t row = blockIdx.x;
   float* x = a.residual + row * a.cols;
@@ -38,8 +39,7 @@ __global__ void AddRmsNormKernel(AddRmsNormArgs a) {
 void AddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream) {
   CHECK(args.rows >= 0 && args.cols > 0 && args.residual && args.weight && args.out);
   if (args.rows == 0) return;
-  AddRmsNormKernel<<<args.rows, kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(AddRmsNormKernel, args.rows, kThreads, 0, stream, args);
 }
 
 }  // namespace moe::cuda

@@ -4,6 +4,7 @@
 
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/launch.cuh"
 #include "runtime/cuda/reduce.cuh"
 
 namespace moe::cuda {
@@ -51,6 +52,7 @@ __device__ void Rope(float* x, int heads, int hd, int pos, const float* inv_freq
 
 // One block per token; the token's q, k, v rows sit in shared memory as f32.
 __global__ void PrepareQkvKernel(PrepareQkvArgs a) {
+  AwaitPrecedingKernels();
   extern __shared__ float row[];  // [(H + 2 KVH) * hd]: q, then k, then v
   __shared__ float scratch[33];
   const int64_t t = blockIdx.x;
@@ -122,8 +124,7 @@ void PrepareQkv(const PrepareQkvArgs& args, cudaStream_t stream) {
     CUDA_CHECK(cudaFuncSetAttribute(PrepareQkvKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(shared)));
   }
-  PrepareQkvKernel<<<args.tokens, kThreads, shared, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  Launch(PrepareQkvKernel, args.tokens, kThreads, shared, stream, args);
 }
 
 }  // namespace moe::cuda
