@@ -34,6 +34,18 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::str
     res.status = serving ? 200 : 503;
     res.set_content(absl::StrCat(state, "\n"), "text/plain");
   });
+  // Other methods on these paths are refused as such (405 with Allow), not as bad requests.
+  const auto method_not_allowed = [](const httplib::Request& req, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content(absl::StrCat(req.method, " is not allowed on ", req.path, ": use GET\n"), "text/plain");
+  };
+  for (const char* path : {"/metrics", "/health"}) {
+    server.Post(path, method_not_allowed);
+    server.Put(path, method_not_allowed);
+    server.Patch(path, method_not_allowed);
+    server.Delete(path, method_not_allowed);
+  }
   http->port_ =
       port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
   if (http->port_ < 0) {

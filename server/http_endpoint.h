@@ -1,5 +1,6 @@
 // HttpEndpoint: the operator's HTTP port: GET /metrics (Prometheus text format) and GET
 // /health (200 when serving, else 503; the body names the state, e.g. "STATE_SERVING").
+// Other methods on them get 405 with an Allow header.
 // Served by cpp-httplib on its own small thread pool; the bodies come from callbacks.
 //
 //   ASSIGN_OR_RETURN(auto http, HttpEndpoint::Start("127.0.0.1", 9400, {

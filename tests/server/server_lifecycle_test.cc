@@ -293,6 +293,26 @@ TEST_F(ServerLifecycleTest, HealthAnswersWhileOtherHttpClientsIdle) {
   for (int fd : stuck) close(fd);
 }
 
+TEST_F(ServerLifecycleTest, HttpRefusesMethodsOtherThanGet) {
+  StartServer({});
+  httplib::Client client("127.0.0.1", server_->metrics_port());
+  client.set_connection_timeout(5);
+  for (const char* path : {"/metrics", "/health"}) {
+    const httplib::Result post = client.Post(path, "x", "text/plain");
+    ASSERT_TRUE(post) << path;
+    EXPECT_EQ(post->status, 405) << path;
+    EXPECT_EQ(post->get_header_value("Allow"), "GET, HEAD") << path;
+    EXPECT_THAT(post->body, HasSubstr("POST is not allowed")) << path;
+    const httplib::Result del = client.Delete(path);
+    ASSERT_TRUE(del) << path;
+    EXPECT_EQ(del->status, 405) << path;
+    const httplib::Result head = client.Head(path);
+    ASSERT_TRUE(head) << path;
+    EXPECT_EQ(head->status, 200) << path;
+  }
+  EXPECT_EQ(client.Get("/nothing-here")->status, 404);
+}
+
 TEST_F(ServerLifecycleTest, ReflectionListsTheGenerationService) {
   StartServer({});
   auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel_);
