@@ -200,6 +200,11 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
       case v1::TokenizeRequest::kText: {
         const bool special =
             request->has_add_special_tokens() ? request->add_special_tokens() : true;
+        if (request->text().empty() && serving->tokenizer() != nullptr) {
+          // Not a prompt: empty text encodes to nothing, or to the special tokens alone.
+          ASSIGN_OR_RETURN(ids, serving->tokenizer()->Encode("", {.add_special_tokens = special}));
+          break;
+        }
         ASSIGN_OR_RETURN(ids, EncodeText(request->text(), special, *serving));
         break;
       }

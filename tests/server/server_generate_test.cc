@@ -128,6 +128,19 @@ TEST_F(ServerGenerateTest, TextAndChatInputsAreTokenizedAndTheTextDecodesTheToke
   ASSERT_TRUE(stub_->Tokenize(&context, tokenize, &tokenized).ok());
   EXPECT_EQ(std::vector<int32_t>(tokenized.token_ids().begin(), tokenized.token_ids().end()),
             chat_prompt);
+
+  // Tokenize is not a prompt: empty text is fine, and gives what the tokenizer gives.
+  for (const bool special : {true, false}) {
+    grpc::ClientContext empty_context;
+    v1::TokenizeRequest empty;
+    empty.set_text("");
+    empty.set_add_special_tokens(special);
+    v1::TokenizeResponse empty_tokens;
+    const grpc::Status status = stub_->Tokenize(&empty_context, empty, &empty_tokens);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(std::vector<int32_t>(empty_tokens.token_ids().begin(), empty_tokens.token_ids().end()),
+              *tokenizer->Encode("", {.add_special_tokens = special}));
+  }
 }
 
 TEST_F(ServerGenerateTest, StopStringEndsTheStreamAndIsNotStreamed) {
