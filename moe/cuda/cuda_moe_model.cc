@@ -88,7 +88,7 @@ struct CudaMoeModel::Step {
   DeviceTensor mlp_act;        // flat, >= [T, I'] bf16
   DeviceTensor mlp_out;        // [T, D] f32
   DeviceTensor shared_gate;    // [T, 1] f32
-  DeviceTensor last_x, last_delta;  // [S', D] f32 rows that need logits
+  DeviceTensor last_x, last_delta;  // [S', D] f32 rows that need logits, S' <= max_seqs at a time
   DeviceTensor last_h;         // [S', D] bf16
   DeviceTensor logits;         // [S', V] f32
   DeviceTensor routed;         // [E] i64 tokens routed this step, summed over layers
@@ -275,12 +275,12 @@ absl::StatusOr<Tensor> CudaMoeModel::RunStep(const StepBatch& batch, const Devic
   RETURN_IF_ERROR(SetRealTokens(d.num_tokens));
   RETURN_IF_ERROR(EnqueueStep(d, cache));
   ++step_counts_.eager;
-  return FinishStep(d.num_logits_rows);
+  return FinishStep(d, d.num_logits_rows);
 }
 
 absl::Status CudaMoeModel::EnqueueStep(const DeviceStepBatch& d, const DeviceKvCache& cache) {
   Step& s = *step_;
-  const int32_t T = d.num_tokens, R = d.num_logits_rows, D = config_.hidden_size;
+  const int32_t T = d.num_tokens, D = config_.hidden_size;
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(s.routed.raw(), 0, s.routed.nbytes(), s.stream));
   Embed({.table = weights_.embed_tokens.data<bf16>(), .token_ids = d.token_ids, .out = s.x.data<float>(),
          .tokens = T, .hidden = D}, s.stream);
@@ -297,15 +297,21 @@ absl::Status CudaMoeModel::EnqueueStep(const DeviceStepBatch& d, const DeviceKvC
                 .cols = D, .eps = eps}, s.stream);
     RETURN_IF_ERROR(FeedForward(l, T));
   }
+  return EnqueueHead(d, 0, std::min(d.num_logits_rows, options_.max_seqs));
+}
+
+absl::Status CudaMoeModel::EnqueueHead(const DeviceStepBatch& d, int32_t first, int32_t rows) {
+  Step& s = *step_;
+  const int32_t D = config_.hidden_size;
   // Only the rows that need logits take the last residual add, the final norm and the head.
-  GatherRows({.x = s.x.data<float>(), .rows = d.logits_rows, .out = s.last_x.data<float>(), .num_rows = R,
-              .hidden = D}, s.stream);
-  GatherRows({.x = s.delta.data<float>(), .rows = d.logits_rows, .out = s.last_delta.data<float>(),
-              .num_rows = R, .hidden = D}, s.stream);
+  GatherRows({.x = s.x.data<float>(), .rows = d.logits_rows + first, .out = s.last_x.data<float>(),
+              .num_rows = rows, .hidden = D}, s.stream);
+  GatherRows({.x = s.delta.data<float>(), .rows = d.logits_rows + first, .out = s.last_delta.data<float>(),
+              .num_rows = rows, .hidden = D}, s.stream);
   AddRmsNorm({.residual = s.last_x.data<float>(), .delta = s.last_delta.data<float>(),
-              .weight = weights_.final_norm.data<float>(), .out = s.last_h.data<bf16>(), .rows = R, .cols = D,
-              .eps = eps}, s.stream);
-  return s.blas->Linear(s.last_h, weights_.lm_head, s.logits, R);
+              .weight = weights_.final_norm.data<float>(), .out = s.last_h.data<bf16>(), .rows = rows, .cols = D,
+              .eps = config_.rms_norm_eps}, s.stream);
+  return s.blas->Linear(s.last_h, weights_.lm_head, s.logits, rows);
 }
 
 absl::Status CudaMoeModel::SetRealTokens(int32_t tokens) {
@@ -316,12 +322,18 @@ absl::Status CudaMoeModel::SetRealTokens(int32_t tokens) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> CudaMoeModel::FinishStep(int32_t rows) {
+absl::StatusOr<Tensor> CudaMoeModel::FinishStep(const DeviceStepBatch& d, int32_t rows) {
   Step& s = *step_;
-  Tensor logits = Tensor::Empty(DType::kF32, {rows, config_.vocab_size});  // [S', V]
+  const int64_t V = config_.vocab_size, chunk = options_.max_seqs;
+  Tensor logits = Tensor::Empty(DType::kF32, {rows, V});  // [S', V]
+  // EnqueueStep ran the head for the first `chunk` rows; later rows take it in turns.
+  for (int32_t first = 0; first < rows; first += chunk) {
+    const int32_t n = static_cast<int32_t>(std::min<int64_t>(chunk, rows - first));
+    if (first > 0) RETURN_IF_ERROR(EnqueueHead(d, first, n));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data<float>() + first * V, s.logits.raw(), n * V * sizeof(float),
+                                         cudaMemcpyDeviceToHost, s.stream));
+  }
   std::vector<int64_t> routed(config_.num_experts);
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.raw(), s.logits.raw(), logits.nbytes(), cudaMemcpyDeviceToHost,
-                                       s.stream));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(routed.data(), s.routed.raw(), routed.size() * sizeof(int64_t),
                                        cudaMemcpyDeviceToHost, s.stream));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
@@ -386,13 +398,13 @@ absl::StatusOr<Tensor> CudaMoeModel::DecodeWithGraph(const StepBatch& batch, con
   if (GraphCache::Exec* exec = s.graphs.Find(key)) {
     RETURN_IF_ERROR(s.graphs.Launch(*exec, s.stream));
     ++step_counts_.graph_replays;
-    return FinishStep(batch.num_seqs());
+    return FinishStep(d, batch.num_seqs());
   }
   // First step at this key: run it eagerly (which also warms cuBLAS up for these shapes),
   // then capture it for the next ones.
   RETURN_IF_ERROR(EnqueueStep(d, cache));
   ++step_counts_.eager;
-  ASSIGN_OR_RETURN(Tensor logits, FinishStep(batch.num_seqs()));
+  ASSIGN_OR_RETURN(Tensor logits, FinishStep(d, batch.num_seqs()));
   const absl::Status captured = s.graphs.Capture(key, s.stream, [&] { return EnqueueStep(d, cache); });
   if (captured.ok()) {
     ++step_counts_.graph_captures;

@@ -69,12 +69,17 @@ class CudaMoeModel final : public Model {
   struct Step;  // per-step buffers and the stream
   CudaMoeModel(MoeConfig config, DeviceWeights weights, CudaModelOptions options);
   absl::Status Init();
-  // Enqueues the step from the embedding to the logits in Step::logits; no host sync.
+  // Enqueues the step from the embedding to the logits in Step::logits (of the first
+  // max_seqs logits rows); no host sync.
   absl::Status EnqueueStep(const DeviceStepBatch& batch, const DeviceKvCache& cache);
+  // Enqueues the final norm and the head for logits rows [first, first + rows) of the step,
+  // rows <= max_seqs, into Step::logits.
+  absl::Status EnqueueHead(const DeviceStepBatch& batch, int32_t first, int32_t rows);
   // Tells the routed-token count how many of the step's tokens are real (not padding).
   absl::Status SetRealTokens(int32_t tokens);
-  // Copies the first `rows` logits rows back and waits for the stream.
-  absl::StatusOr<Tensor> FinishStep(int32_t rows);
+  // Copies the first `rows` logits rows back (running the head again for rows past the
+  // first max_seqs) and waits for the stream.
+  absl::StatusOr<Tensor> FinishStep(const DeviceStepBatch& batch, int32_t rows);
   absl::StatusOr<Tensor> RunStep(const StepBatch& batch, const DeviceKvCache& cache);
   absl::StatusOr<Tensor> DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache);
   // One layer's blocks, reading h and writing delta ([T, D] f32).

@@ -46,7 +46,7 @@ absl::StatusOr<StepBatchUploader> StepBatchUploader::Create(const StepBatchCapac
   StepBatchUploader up;
   up.capacity_ = capacity;
   up.bytes_ = MakeLayout(capacity.max_tokens, capacity.max_seqs, capacity.max_blocks_per_seq,
-                         capacity.max_seqs)
+                         capacity.max_tokens)
                   .bytes;
   CUDA_RETURN_IF_ERROR(cudaHostAlloc(&up.pinned_, up.bytes_, cudaHostAllocDefault));
   auto device = DeviceTensor::Empty(DType::kI32, {static_cast<int64_t>(up.bytes_ / 4)});
@@ -74,12 +74,15 @@ StepBatchUploader::~StepBatchUploader() {
 
 absl::StatusOr<DeviceStepBatch> StepBatchUploader::Upload(const StepBatch& batch, cudaStream_t stream) {
   const int64_t T = batch.num_tokens(), S = batch.num_seqs(), R = batch.logits_rows.size();
-  if (T > capacity_.max_tokens || S > capacity_.max_seqs || R > capacity_.max_seqs ||
-      batch.max_blocks_per_seq > capacity_.max_blocks_per_seq) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "step of ", T, " tokens, ", S, " sequences, ", R, " logits rows and ", batch.max_blocks_per_seq,
-        " blocks per sequence exceeds the device capacity of ", capacity_.max_tokens, " tokens, ",
-        capacity_.max_seqs, " sequences and ", capacity_.max_blocks_per_seq, " blocks per sequence"));
+  auto too_many = [](int64_t n, const char* what, int64_t limit) {
+    return absl::InvalidArgumentError(absl::StrCat("step of ", n, " ", what,
+                                                   " exceeds the device step's capacity of ", limit));
+  };
+  if (T > capacity_.max_tokens) return too_many(T, "tokens", capacity_.max_tokens);
+  if (S > capacity_.max_seqs) return too_many(S, "sequences", capacity_.max_seqs);
+  if (R > capacity_.max_tokens) return too_many(R, "logits rows", capacity_.max_tokens);
+  if (batch.max_blocks_per_seq > capacity_.max_blocks_per_seq) {
+    return too_many(batch.max_blocks_per_seq, "KV blocks per sequence", capacity_.max_blocks_per_seq);
   }
   if (batch.positions.size() != size_t(T) || batch.slot_mapping.size() != size_t(T) ||
       batch.query_starts.size() != size_t(S + 1) ||
@@ -89,7 +92,7 @@ absl::StatusOr<DeviceStepBatch> StepBatchUploader::Upload(const StepBatch& batch
   // Arrays are packed at the capacity's offsets, so pointers stay put from step to step
   // (a captured graph keeps reading the same addresses).
   const Layout l = MakeLayout(capacity_.max_tokens, capacity_.max_seqs, capacity_.max_blocks_per_seq,
-                              capacity_.max_seqs);
+                              capacity_.max_tokens);
   char* host = static_cast<char*>(pinned_);
   auto put = [host](size_t offset, const auto& values) {
     if (!values.empty()) std::memcpy(host + offset, values.data(), values.size() * sizeof(values[0]));

@@ -21,7 +21,7 @@ struct DeviceStepBatch {
   const int32_t* context_lens = nullptr;  // [S]
   const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]
   const int64_t* slot_mapping = nullptr;  // [T]
-  const int32_t* logits_rows = nullptr;   // [S']
+  const int32_t* logits_rows = nullptr;   // [S'] token indices, S' <= T
   int32_t num_tokens = 0;                 // T
   int32_t num_seqs = 0;                   // S
   int32_t num_logits_rows = 0;            // S'
@@ -31,8 +31,8 @@ struct DeviceStepBatch {
 };
 
 struct StepBatchCapacity {
-  int32_t max_tokens = 0;          // T
-  int32_t max_seqs = 0;            // S (and S')
+  int32_t max_tokens = 0;          // T (and S': a logits row is a token)
+  int32_t max_seqs = 0;            // S
   int32_t max_blocks_per_seq = 0;
 };
 
