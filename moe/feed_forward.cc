@@ -17,7 +17,8 @@ void Dense(const ExpertWeights& mlp, const Tensor& x, Tensor& out) {
 }  // namespace
 
 std::vector<int32_t> FeedForward(const FeedForwardWeights& w, const RoutingParams& routing,
-                                 const Tensor& x, Tensor& out) {
+                                 const Tensor& x, Tensor& out,
+                                 const std::function<void(const Tensor&)>& on_router_logits) {
   const int64_t T = x.dim(0), D = x.dim(1);
   if (!w.is_moe()) {
     Dense(w.experts, x, out);
@@ -26,6 +27,7 @@ std::vector<int32_t> FeedForward(const FeedForwardWeights& w, const RoutingParam
   const int E = w.experts.num_experts();
   Tensor router_logits = Tensor::Empty(DType::kF32, {T, E});  // [T, E]
   cpu::Linear(x, w.router, router_logits);
+  if (on_router_logits) on_router_logits(router_logits);
   const Routing route = Route(router_logits, routing);
   const DispatchPlan plan = Dispatch(route.topk_ids, E);
   Tensor xs = Tensor::Empty(DType::kF32, {T * routing.top_k, D});  // [T*K, D]

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "moe/routing.h"
@@ -21,8 +22,10 @@
 namespace moe {
 
 // x [T, D] f32 -> out [T, D] f32. Returns the tokens routed to each expert [E] (empty for
-// a dense MLP).
+// a dense MLP). `on_router_logits`, when set, sees the router's logits [T, E] f32 before
+// they are routed.
 std::vector<int32_t> FeedForward(const FeedForwardWeights& weights, const RoutingParams& routing,
-                                 const Tensor& x, Tensor& out);
+                                 const Tensor& x, Tensor& out,
+                                 const std::function<void(const Tensor&)>& on_router_logits = {});
 
 }  // namespace moe

@@ -60,7 +60,10 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
     SelfAttention(layer.attention, config_, h, batch, LayerKv{kv.key(l), kv.value(l)}, out);
     cpu::AddInPlace(out, x);
     cpu::RmsNorm(x, layer.post_attention_norm, config_.rms_norm_eps, h);
-    const std::vector<int32_t> routed = FeedForward(layer.ffn, routing, h, out);
+    const auto observe = [this, l](const Tensor& router_logits) {
+      if (router_observer_) router_observer_(l, router_logits);
+    };
+    const std::vector<int32_t> routed = FeedForward(layer.ffn, routing, h, out, observe);
     for (size_t e = 0; e < routed.size(); ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
     cpu::AddInPlace(out, x);
   }

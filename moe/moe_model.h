@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,6 +29,11 @@ class MoeModel final : public Model {
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
   std::vector<int64_t> RoutedTokensPerExpert() const override;
 
+  // A hook for tests and debugging: called in every MoE layer of every Forward with the
+  // layer index and the router's logits [T, E] f32 (T the step's tokens), before routing.
+  using RouterObserver = std::function<void(int layer, const Tensor& router_logits)>;
+  void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
+
  private:
   MoeModel(MoeConfig config, ModelWeights weights);
 
@@ -35,6 +41,7 @@ class MoeModel final : public Model {
   ModelWeights weights_;
   ModelInfo info_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
+  RouterObserver router_observer_;
 };
 
 }  // namespace moe

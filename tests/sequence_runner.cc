@@ -112,6 +112,7 @@ absl::StatusOr<GreedyOutput> RunGreedy(
     const absl::Time start = absl::Now();
     ASSIGN_OR_RETURN(Tensor logits, model.Forward(batch, kv));  // [S', vocab]
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    if (options.after_step) options.after_step(batch, batch_seq);
     if (has_prompt_tokens) {
       output.timings.prefill_seconds += seconds;
     } else {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,6 +29,9 @@ struct GreedyOptions {
   // max_new_tokens long), so that two models can be compared step by step on the same
   // sequence. The argmax is still recorded.
   const std::vector<std::vector<int32_t>>* forced_tokens = nullptr;
+  // Called after each step's Forward with the step and, for each of its sequences, the
+  // index of the prompt it continues (to map what a model saw per token to positions).
+  std::function<void(const StepBatch& batch, const std::vector<int32_t>& prompt_of_seq)> after_step;
 };
 
 struct GreedyResult {
