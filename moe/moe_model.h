@@ -6,12 +6,12 @@
 #pragma once
 
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "moe/config.h"
+#include "moe/routing.h"
 #include "moe/weights.h"
 #include "runtime/model.h"
 
@@ -29,9 +29,7 @@ class MoeModel final : public Model {
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
   std::vector<int64_t> RoutedTokensPerExpert() const override;
 
-  // A hook for tests and debugging: called in every MoE layer of every Forward with the
-  // layer index and the router's logits [T, E] f32 (T the step's tokens), before routing.
-  using RouterObserver = std::function<void(int layer, const Tensor& router_logits)>;
+  // Called in every MoE layer of every Forward (tests and debugging).
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
 
  private:

@@ -7,6 +7,8 @@
 //   if renormalize: topk_weights /= sum_k topk_weights
 #pragma once
 
+#include <functional>
+
 #include "runtime/tensor.h"
 
 namespace moe {
@@ -28,5 +30,9 @@ struct Routing {
 
 // router_logits [T, E] f32.
 Routing Route(const Tensor& router_logits, const RoutingParams& params);
+
+// Sees one MoE layer's router logits [T, E] f32 (T the step's tokens) before they are
+// routed. The CPU and CUDA models take one, for tests and debugging.
+using RouterObserver = std::function<void(int layer, const Tensor& router_logits)>;
 
 }  // namespace moe

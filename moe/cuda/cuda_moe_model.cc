@@ -270,7 +270,9 @@ absl::StatusOr<Tensor> CudaMoeModel::RunStep(const StepBatch& batch, const Devic
   const int32_t S = batch.num_seqs();
   bool decode = batch.num_tokens() == S && static_cast<int32_t>(batch.logits_rows.size()) == S;
   for (int32_t i = 0; decode && i < S; ++i) decode = batch.query_starts[i + 1] - batch.query_starts[i] == 1;
-  if (decode && S <= options_.max_graph_batch && !s.graphs_failed) return DecodeWithGraph(batch, cache);
+  if (decode && S <= options_.max_graph_batch && !s.graphs_failed && !router_observer_) {
+    return DecodeWithGraph(batch, cache);
+  }
   ASSIGN_OR_RETURN(const DeviceStepBatch d, s.uploader->Upload(batch, s.stream));
   RETURN_IF_ERROR(SetRealTokens(d.num_tokens));
   RETURN_IF_ERROR(EnqueueStep(d, cache));
@@ -460,6 +462,13 @@ absl::Status CudaMoeModel::FeedForward(int l, int32_t T) {
   if (!s.moe.has_value()) return absl::InternalError("an MoE layer in a model made without experts");
   const RoutedTokenCount routed{.counts = s.routed.data<int64_t>(), .num_tokens = s.real_tokens.data<int32_t>()};
   RETURN_IF_ERROR(s.moe->Run(*s.blas, s.stream, s.h, T, w.router, w.experts, s.delta, &routed));
+  if (router_observer_) {
+    Tensor logits = Tensor::Empty(DType::kF32, {T, config_.num_experts});  // [T, E]
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.raw(), s.moe->router_logits().raw(), logits.nbytes(),
+                                         cudaMemcpyDeviceToHost, s.stream));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+    router_observer_(l, logits);
+  }
   if (w.shared.defined()) {
     RETURN_IF_ERROR(Mlp(w.shared, T, s.mlp_out));
     RETURN_IF_ERROR(s.blas->Linear(s.h, w.shared_gate, s.shared_gate, T));

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "moe/config.h"
 #include "moe/cuda/device_weights.h"
+#include "moe/routing.h"
 #include "runtime/cuda/attention.h"
 #include "runtime/cuda/device_kv_cache.h"
 #include "runtime/cuda/device_step_batch.h"
@@ -65,6 +66,10 @@ class CudaMoeModel final : public Model {
   };
   StepCounts step_counts() const { return step_counts_; }
 
+  // Called in every MoE layer of every Forward (tests and debugging). While one is set,
+  // steps run without graphs and wait for each MoE layer's router logits to reach the host.
+  void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
+
  private:
   struct Step;  // per-step buffers and the stream
   CudaMoeModel(MoeConfig config, DeviceWeights weights, CudaModelOptions options);
@@ -95,6 +100,7 @@ class CudaMoeModel final : public Model {
   std::unique_ptr<Step> step_;
   StepCounts step_counts_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
+  RouterObserver router_observer_;
 };
 
 }  // namespace moe::cuda

@@ -47,7 +47,8 @@ class MoeLayer {
                    const RoutedTokenCount* routed = nullptr);
 
   const MoeLayerShape& shape() const { return shape_; }
-  const DeviceTensor& topk_ids() const { return topk_ids_; }  // [T, K] i32 of the last Run
+  const DeviceTensor& topk_ids() const { return topk_ids_; }            // [T, K] i32 of the last Run
+  const DeviceTensor& router_logits() const { return router_logits_; }  // [T, E] f32 of the last Run
 
  private:
   MoeLayerShape shape_;
