@@ -34,6 +34,7 @@
 
 namespace emu {
 void Error(const char* fmt, ...);
+int ErrorCount();
 
 namespace {
 
@@ -530,3 +531,17 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   return CUBLAS_STATUS_SUCCESS;
 }
 }  // extern "C"
+
+// A process that reported emulation errors (EMU ERROR lines) exits with status 3, so that
+// a test which passed its own checks still fails under ctest.
+namespace {
+struct ExitStatus {
+  ~ExitStatus() {
+    if (const int n = emu::ErrorCount(); n > 0) {
+      std::fprintf(stderr, "EMU: %d emulation errors; exiting with status 3\n", n);
+      std::fflush(stdout);
+      std::_Exit(3);
+    }
+  }
+} g_exit_status;
+}  // namespace
