@@ -610,26 +610,28 @@ void SyncWarp(unsigned mask, const char* file, int line) {
 #endif
 }
 
-uint64_t WarpCollective(CollKind kind, unsigned mask, uint64_t value, int arg, int width, const char* file,
-                        int line) {
+// The calling thread's fiber, its collective's kind, mask and call site filled in.
+static Fiber* JoinCollective(CollKind kind, unsigned mask, const char* file, int line) {
   Fiber* f = g_cur;
   f->coll_kind = kind;
   f->coll_mask = mask;
+  f->coll_file = file;
+  f->coll_line = line;
+  return f;
+}
+
+uint64_t WarpCollective(CollKind kind, unsigned mask, uint64_t value, int arg, int width, const char* file,
+                        int line) {
+  Fiber* f = JoinCollective(kind, mask, file, line);
   f->coll_value = value;
   f->coll_arg = arg;
   f->coll_width = width;
-  f->coll_file = file;
-  f->coll_line = line;
   ArriveWarp(f, mask);
   return f->coll_out;
 }
 
 void WarpMma(float* d, const float* a, const float* b, const float* c, const char* file, int line) {
-  Fiber* f = g_cur;
-  f->coll_kind = kMma;
-  f->coll_mask = 0xffffffffu;
-  f->coll_file = file;
-  f->coll_line = line;
+  Fiber* f = JoinCollective(kMma, 0xffffffffu, file, line);
   f->mma_d = d;
   f->mma_a = a;
   f->mma_b = b;

@@ -24,18 +24,12 @@ def ext(m):
     return f'{m.group(2)}* {m.group(3)} = static_cast<{m.group(2)}*>(::emu::DynShared());'
 s = re.sub(r'extern\s+__shared__\s+(__align__\(\d+\)\s+)?([\w:]+(?:\s+[\w:]+)*?)\s+(\w+)\[\];', ext, s)
 n_sh = 0
-def shared(m):
+def shared(m):  # __shared__ [__align__(n)] T name[dims]...; (no dims: a scalar)
     global n_sh
     n_sh += 1
     align = m.group(2) or '1'
     return f'auto& {m.group(4)} = ::emu::Shared<{m.group(3)}{m.group(5)}>(__COUNTER__, {align});'
-s = re.sub(r'__shared__\s+(__align__\((\d+)\)\s+)?([\w:<> ]+?)\s+(\w+)((?:\[[^\]]+\])+);', shared, s)
-def shared_scalar(m):
-    global n_sh
-    n_sh += 1
-    align = m.group(2) or '1'
-    return f'auto& {m.group(4)} = ::emu::Shared<{m.group(3)}>(__COUNTER__, {align});'
-s = re.sub(r'__shared__\s+(__align__\((\d+)\)\s+)?([\w:<>, ]+?)\s+(\w+);', shared_scalar, s)
+s = re.sub(r'__shared__\s+(__align__\((\d+)\)\s+)?([\w:<>, ]+?)\s+(\w+)((?:\[[^\]]+\])*);', shared, s)
 assert '__shared__' not in s, 'unhandled __shared__'
 assert '<<<' not in s
 out = f'#line 1 "{src}"\n' + s
