@@ -252,7 +252,8 @@ TEST_P(CudaGoldenModelTest, LogitsAndGreedyTokensMatchCpu) {
   auto gpu = cuda::CudaMoeModel::Load(dir, {.max_tokens = 512, .max_seqs = 16});
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   // Whole prompts at once with block 16; chunked prefill (steps mixing prefill chunks with
-  // decodes) with block 4.
+  // decodes) with block 4. Keeping every prompt position's logits asks for 26 rows in the
+  // first step, more than max_seqs: the GPU model runs the head in turns of 16 rows.
   const GreedyOptions whole{.max_new_tokens = 20, .block_size = 16, .keep_prompt_logits = true,
                             .keep_step_logits = true};
   GreedyOptions chunked = whole;
