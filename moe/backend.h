@@ -10,12 +10,16 @@
 
 #include "absl/status/statusor.h"
 #include "moe/config.h"
+#include "runtime/dist/communicator.h"
 #include "runtime/model.h"
 
 namespace moe {
 
 struct BackendOptions {
   std::string backend = "auto";  // auto, cpu or cuda
+  // Expert parallelism over these ranks (each loads only its share of the experts); null or
+  // one rank: every expert here.
+  dist::Communicator* comm = nullptr;
   int32_t max_tokens = 8192;     // the largest step's tokens (the GPU sizes its buffers by it)
   int32_t max_seqs = 256;        // the largest step's sequences
 };

@@ -5,6 +5,7 @@
 #include "moe/dispatch.h"
 #include "moe/experts.h"
 #include "runtime/cpu/linear.h"
+#include "runtime/status_macros.h"
 
 namespace moe {
 namespace {
@@ -16,24 +17,30 @@ void Dense(const ExpertWeights& mlp, const Tensor& x, Tensor& out) {
 
 }  // namespace
 
-std::vector<int32_t> FeedForward(const FeedForwardWeights& w, const RoutingParams& routing,
-                                 const Tensor& x, Tensor& out,
-                                 const std::function<void(const Tensor&)>& on_router_logits) {
+absl::StatusOr<std::vector<int32_t>> FeedForward(const FeedForwardWeights& w,
+                                                 const FeedForwardContext& context, const Tensor& x,
+                                                 Tensor& out) {
   const int64_t T = x.dim(0), D = x.dim(1);
   if (!w.is_moe()) {
     Dense(w.experts, x, out);
-    return {};
+    return std::vector<int32_t>();
   }
-  const int E = w.experts.num_experts();
+  const int E = context.num_experts, K = context.routing.top_k;
   Tensor router_logits = Tensor::Empty(DType::kF32, {T, E});  // [T, E]
   cpu::Linear(x, w.router, router_logits);
-  if (on_router_logits) on_router_logits(router_logits);
-  const Routing route = Route(router_logits, routing);
+  if (context.on_router_logits) context.on_router_logits(router_logits);
+  const Routing route = Route(router_logits, context.routing);
   const DispatchPlan plan = Dispatch(route.topk_ids, E);
-  Tensor xs = Tensor::Empty(DType::kF32, {T * routing.top_k, D});  // [T*K, D]
-  Tensor ys = Tensor::Empty(DType::kF32, {T * routing.top_k, D});  // [T*K, D]
+  Tensor xs = Tensor::Empty(DType::kF32, {T * K, D});  // [T*K, D]
+  Tensor ys = Tensor::Empty(DType::kF32, {T * K, D});  // [T*K, D]
   Gather(x, plan, xs);
-  RunExperts(w.experts, xs, plan.expert_offsets, ys);
+  std::vector<int32_t> routed(E);
+  if (context.group != nullptr) {
+    RETURN_IF_ERROR(context.group->RunExperts(w.experts, xs, plan.expert_offsets, ys, &routed));
+  } else {
+    RunExperts(w.experts, xs, plan.expert_offsets, ys);
+    for (int e = 0; e < E; ++e) routed[e] = plan.expert_offsets[e + 1] - plan.expert_offsets[e];
+  }
   Combine(ys, plan, route.topk_weights, out);
 
   if (w.has_shared_expert()) {
@@ -48,8 +55,6 @@ std::vector<int32_t> FeedForward(const FeedForwardWeights& w, const RoutingParam
       for (int64_t d = 0; d < D; ++d) o[d] += g * s[d];
     }
   }
-  std::vector<int32_t> routed(E);
-  for (int e = 0; e < E; ++e) routed[e] = plan.expert_offsets[e + 1] - plan.expert_offsets[e];
   return routed;
 }
 

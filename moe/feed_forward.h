@@ -6,7 +6,7 @@
 //   topk_ids, topk_weights = Route(router_logits) [T, K]
 //   plan = Dispatch(topk_ids)
 //   xs = Gather(x, plan)                          [T*K, D]
-//   ys = RunExperts(xs, plan)                     [T*K, D]
+//   ys = RunExperts(xs, plan)                     [T*K, D]   here, or on the experts' ranks
 //   out = Combine(ys, plan, topk_weights)         [T, D]
 //   out += sigmoid(x @ W_shared_gate^T) * SharedExpert(x)   (Qwen2-MoE)
 #pragma once
@@ -15,17 +15,27 @@
 #include <functional>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "moe/expert_parallel.h"
 #include "moe/routing.h"
 #include "moe/weights.h"
 #include "runtime/tensor.h"
 
 namespace moe {
 
-// x [T, D] f32 -> out [T, D] f32. Returns the tokens routed to each expert [E] (empty for
-// a dense MLP). `on_router_logits`, when set, sees the router's logits [T, E] f32 before
-// they are routed.
-std::vector<int32_t> FeedForward(const FeedForwardWeights& weights, const RoutingParams& routing,
-                                 const Tensor& x, Tensor& out,
-                                 const std::function<void(const Tensor&)>& on_router_logits = {});
+struct FeedForwardContext {
+  RoutingParams routing;
+  int num_experts = 0;           // E of the model (the weights may hold a rank's share)
+  ExpertGroup* group = nullptr;  // experts spread over ranks; null: all of them are here
+  // When set, sees the router's logits [T, E] f32 before they are routed.
+  std::function<void(const Tensor&)> on_router_logits;
+};
+
+// x [T, D] f32 -> out [T, D] f32 (T may be 0: an idle rank's part in the exchange). Returns
+// the tokens routed to each expert [E] (summed over ranks under expert parallelism; empty
+// for a dense MLP), or the exchange's error.
+absl::StatusOr<std::vector<int32_t>> FeedForward(const FeedForwardWeights& weights,
+                                                 const FeedForwardContext& context, const Tensor& x,
+                                                 Tensor& out);
 
 }  // namespace moe

@@ -11,16 +11,24 @@
 
 namespace moe {
 
-absl::StatusOr<std::unique_ptr<MoeModel>> MoeModel::Load(const std::string& model_dir) {
+absl::StatusOr<std::unique_ptr<MoeModel>> MoeModel::Load(const std::string& model_dir,
+                                                         dist::Communicator* comm) {
   ASSIGN_OR_RETURN(MoeConfig config, LoadConfig(model_dir));
   ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(config, checkpoint));
-  return std::unique_ptr<MoeModel>(new MoeModel(std::move(config), std::move(weights)));
+  std::unique_ptr<ExpertGroup> group;
+  ExpertRange experts;
+  if (comm != nullptr && comm->Size() > 1) {
+    group = std::make_unique<ExpertGroup>(ExpertShard(config.num_experts, comm->Rank(), comm->Size()), *comm);
+    experts = {group->shard().begin(), group->shard().end()};
+  }
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(config, checkpoint, experts));
+  return std::unique_ptr<MoeModel>(new MoeModel(std::move(config), std::move(weights), std::move(group)));
 }
 
-MoeModel::MoeModel(MoeConfig config, ModelWeights weights)
+MoeModel::MoeModel(MoeConfig config, ModelWeights weights, std::unique_ptr<ExpertGroup> group)
     : config_(std::move(config)),
       weights_(std::move(weights)),
+      group_(std::move(group)),
       routed_tokens_(new std::atomic<int64_t>[config_.num_experts]()) {
   info_ = ModelInfo{.architecture = config_.architecture_name,
                     .vocab_size = config_.vocab_size,
@@ -48,7 +56,6 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
                                             .block_size = kv_shape.block_size,
                                             .max_context = config_.max_position_embeddings}));
   const int64_t T = batch.num_tokens(), D = config_.hidden_size;
-  const RoutingParams routing{.top_k = config_.top_k, .renormalize = config_.norm_topk_prob};
 
   Tensor x = Tensor::Empty(DType::kF32, {T, D});    // [T, D] residual stream
   Tensor h = Tensor::Empty(DType::kF32, {T, D});    // [T, D] normalized input of a block
@@ -60,11 +67,7 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
     SelfAttention(layer.attention, config_, h, batch, LayerKv{kv.key(l), kv.value(l)}, out);
     cpu::AddInPlace(out, x);
     cpu::RmsNorm(x, layer.post_attention_norm, config_.rms_norm_eps, h);
-    const auto observe = [this, l](const Tensor& router_logits) {
-      if (router_observer_) router_observer_(l, router_logits);
-    };
-    const std::vector<int32_t> routed = FeedForward(layer.ffn, routing, h, out, observe);
-    for (size_t e = 0; e < routed.size(); ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
+    RETURN_IF_ERROR(FeedForwardLayer(l, h, out));
     cpu::AddInPlace(out, x);
   }
 
@@ -75,6 +78,29 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
   Tensor logits = Tensor::Empty(DType::kF32, {R, config_.vocab_size});  // [S', V]
   cpu::Linear(last, weights_.lm_head, logits);
   return logits;
+}
+
+absl::Status MoeModel::FeedForwardLayer(int l, const Tensor& h, Tensor& out) {
+  FeedForwardContext context{.routing = {.top_k = config_.top_k, .renormalize = config_.norm_topk_prob},
+                             .num_experts = config_.num_experts,
+                             .group = group_.get()};
+  if (router_observer_) {
+    context.on_router_logits = [this, l](const Tensor& router_logits) { router_observer_(l, router_logits); };
+  }
+  ASSIGN_OR_RETURN(const std::vector<int32_t> routed, FeedForward(weights_.layers[l].ffn, context, h, out));
+  for (size_t e = 0; e < routed.size(); ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status MoeModel::ForwardIdle() {
+  if (group_ == nullptr) return absl::OkStatus();
+  const int64_t D = config_.hidden_size;
+  Tensor h = Tensor::Empty(DType::kF32, {0, D});    // [0, D]
+  Tensor out = Tensor::Empty(DType::kF32, {0, D});  // [0, D]
+  for (int l = 0; l < config_.num_layers; ++l) {
+    if (weights_.layers[l].ffn.is_moe()) RETURN_IF_ERROR(FeedForwardLayer(l, h, out));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<int64_t> MoeModel::RoutedTokensPerExpert() const {

@@ -3,6 +3,10 @@
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<MoeModel> model, MoeModel::Load("/models/olmoe"));
 //   ASSIGN_OR_RETURN(Tensor logits, model->Forward(batch, kv));   // [S', V] f32
+//
+// With a communicator of R > 1 ranks (expert parallelism), each rank loads only its share of
+// every layer's routed experts, and each MoE layer exchanges rows with the other ranks.
+// Every rank must then run Forward or ForwardIdle in every step, together.
 #pragma once
 
 #include <atomic>
@@ -11,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "moe/config.h"
+#include "moe/expert_parallel.h"
 #include "moe/routing.h"
 #include "moe/weights.h"
 #include "runtime/model.h"
@@ -19,7 +24,8 @@ namespace moe {
 
 class MoeModel final : public Model {
  public:
-  static absl::StatusOr<std::unique_ptr<MoeModel>> Load(const std::string& model_dir);
+  static absl::StatusOr<std::unique_ptr<MoeModel>> Load(const std::string& model_dir,
+                                                        dist::Communicator* comm = nullptr);
 
   const ModelInfo& info() const override { return info_; }
   const MoeConfig& config() const { return config_; }
@@ -27,16 +33,23 @@ class MoeModel final : public Model {
   // Per layer: RMSNorm -> attention -> residual -> RMSNorm -> MoE (or MLP) -> residual;
   // then the final RMSNorm and the LM head on the rows that need logits.
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
+  absl::Status ForwardIdle() override;
+  // Under expert parallelism, summed over every rank's tokens.
   std::vector<int64_t> RoutedTokensPerExpert() const override;
+  // The expert group, or null on one rank.
+  ExpertGroup* expert_group() { return group_.get(); }
 
   // Called in every MoE layer of every Forward (tests and debugging).
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
 
  private:
-  MoeModel(MoeConfig config, ModelWeights weights);
+  MoeModel(MoeConfig config, ModelWeights weights, std::unique_ptr<ExpertGroup> group);
+  // The MoE (or MLP) block of layer l on h [T, D] -> out [T, D].
+  absl::Status FeedForwardLayer(int l, const Tensor& h, Tensor& out);
 
   MoeConfig config_;
   ModelWeights weights_;
+  std::unique_ptr<ExpertGroup> group_;
   ModelInfo info_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
   RouterObserver router_observer_;

@@ -3,6 +3,7 @@
 #include <array>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/status_macros.h"
@@ -29,7 +30,8 @@ void CopyInto(const Tensor& src, Tensor dst) {
 
 class Loader {
  public:
-  Loader(const MoeConfig& config, const Checkpoint& checkpoint) : c_(config), ckpt_(checkpoint) {}
+  Loader(const MoeConfig& config, const Checkpoint& checkpoint, ExpertRange experts)
+      : c_(config), ckpt_(checkpoint), range_(experts) {}
 
   // A tensor of the expected shape, in any floating dtype.
   absl::StatusOr<Tensor> Raw(const std::string& name, const Shape& expected) const {
@@ -50,9 +52,12 @@ class Loader {
     return t;
   }
 
-  // A GEMM weight: zero-copy when the CPU kernels read its dtype.
-  absl::StatusOr<Tensor> Gemm(const std::string& name, const Shape& expected) const {
+  // A GEMM weight: zero-copy when the CPU kernels read its dtype. With `rows`, only those
+  // rows of dimension 0 (a range of fused experts) are kept and converted.
+  absl::StatusOr<Tensor> Gemm(const std::string& name, const Shape& expected,
+                              std::optional<ExpertRange> rows = std::nullopt) const {
     ASSIGN_OR_RETURN(Tensor t, Raw(name, expected));
+    if (rows.has_value()) t = t.Slice(rows->begin, rows->end);
     if (t.dtype() == DType::kF8E4M3) {
       return absl::UnimplementedError(absl::StrCat("tensor \"", name, "\" in ", ckpt_.FileOf(name),
                                                    ": fp8 weights need their scales, not supported yet"));
@@ -68,18 +73,18 @@ class Loader {
 
   bool Has(const std::string& name) const { return ckpt_.Contains(name); }
 
-  // Stacks E experts named <prefix>.<e>.<gate|up|down>.weight, or takes the fused
-  // <prefix>.gate_up_proj [E, 2I, D] and <prefix>.down_proj [E, D, I].
+  // Stacks experts [begin, end) named <prefix>.<e>.<gate|up|down>.weight, or slices them
+  // from the fused <prefix>.gate_up_proj [E, 2I, D] and <prefix>.down_proj [E, D, I].
   absl::StatusOr<ExpertWeights> Experts(const std::string& prefix, int E, int I, const char* gate,
                                         const char* up, const char* down) const {
     if (Has(prefix + ".gate_up_proj")) {
       const int64_t D = c_.hidden_size;
       ExpertWeights w;
-      ASSIGN_OR_RETURN(w.gate_up, Gemm(prefix + ".gate_up_proj", {E, 2 * I, D}));
-      ASSIGN_OR_RETURN(w.down, Gemm(prefix + ".down_proj", {E, D, I}));
+      ASSIGN_OR_RETURN(w.gate_up, Gemm(prefix + ".gate_up_proj", {E, 2 * I, D}, range_));
+      ASSIGN_OR_RETURN(w.down, Gemm(prefix + ".down_proj", {E, D, I}, range_));
       return w;
     }
-    return Stack(absl::StrCat("expected ", E, " experts in ", prefix), E, I,
+    return Stack(absl::StrCat("expected ", E, " experts in ", prefix), range_, I,
                  [&](int e, const char* which) {
                    return absl::StrCat(prefix, ".", e, ".", which, ".weight");
                  },
@@ -88,16 +93,16 @@ class Loader {
 
   // A dense SwiGLU MLP <prefix>.{gate,up,down}_proj.weight, as one expert.
   absl::StatusOr<ExpertWeights> Mlp(const std::string& prefix, int I) const {
-    return Stack(absl::StrCat("MLP ", prefix), 1, I,
+    return Stack(absl::StrCat("MLP ", prefix), {0, 1}, I,
                  [&](int, const char* which) { return absl::StrCat(prefix, ".", which, ".weight"); },
                  {"gate_proj", "up_proj", "down_proj"});
   }
 
-  absl::StatusOr<ExpertWeights> Stack(const std::string& what, int E, int I,
+  absl::StatusOr<ExpertWeights> Stack(const std::string& what, ExpertRange range, int I,
                                       const std::function<std::string(int, const char*)>& name,
                                       const std::array<const char*, 3>& gate_up_down) const {
     const auto [gate, up, down] = gate_up_down;
-    for (int e = 0; e < E; ++e) {
+    for (int e = range.begin; e < range.end; ++e) {
       for (const char* which : gate_up_down) {
         if (!Has(name(e, which))) {
           return absl::NotFoundError(absl::StrCat(what, ": missing tensor \"", name(e, which),
@@ -105,20 +110,22 @@ class Loader {
         }
       }
     }
-    const int64_t D = c_.hidden_size;
+    const int64_t D = c_.hidden_size, n = range.end - range.begin;
+    // Expert 0's dtype even on a rank that owns none: every rank stacks alike.
     ASSIGN_OR_RETURN(Tensor first, Raw(name(0, gate), {I, D}));
     const DType dtype = GemmDType(first.dtype());
     ExpertWeights w;
-    w.gate_up = Tensor::Empty(dtype, {E, 2 * I, D});
-    w.down = Tensor::Empty(dtype, {E, D, I});
-    for (int e = 0; e < E; ++e) {
-      Tensor gate_up = w.gate_up.Slice(e, e + 1).Reshape({2 * I, D});
+    w.gate_up = Tensor::Empty(dtype, {n, 2 * I, D});
+    w.down = Tensor::Empty(dtype, {n, D, I});
+    for (int64_t i = 0; i < n; ++i) {
+      const int e = range.begin + static_cast<int>(i);
+      Tensor gate_up = w.gate_up.Slice(i, i + 1).Reshape({2 * I, D});
       ASSIGN_OR_RETURN(Tensor g, Raw(name(e, gate), {I, D}));
       ASSIGN_OR_RETURN(Tensor u, Raw(name(e, up), {I, D}));
       ASSIGN_OR_RETURN(Tensor d, Raw(name(e, down), {D, I}));
       CopyInto(g, gate_up.Slice(0, I));
       CopyInto(u, gate_up.Slice(I, 2 * I));
-      CopyInto(d, w.down.Slice(e, e + 1).Reshape({D, I}));
+      CopyInto(d, w.down.Slice(i, i + 1).Reshape({D, I}));
     }
     return w;
   }
@@ -173,12 +180,18 @@ class Loader {
  private:
   const MoeConfig& c_;
   const Checkpoint& ckpt_;
+  const ExpertRange range_;  // the routed experts this rank keeps
 };
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadWeights(const MoeConfig& c, const Checkpoint& ckpt) {
-  Loader load(c, ckpt);
+absl::StatusOr<ModelWeights> LoadWeights(const MoeConfig& c, const Checkpoint& ckpt, ExpertRange experts) {
+  if (experts.end < 0) experts.end = c.num_experts;
+  if (experts.begin < 0 || experts.begin > experts.end || experts.end > c.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("expert range [", experts.begin, ", ", experts.end,
+                                                   ") is not within the model's ", c.num_experts, " experts"));
+  }
+  Loader load(c, ckpt, experts);
   ModelWeights w;
   const int64_t V = c.vocab_size, D = c.hidden_size;
   ASSIGN_OR_RETURN(w.embed_tokens, load.Gemm("model.embed_tokens.weight", {V, D}));

@@ -32,7 +32,8 @@ struct AttentionWeights {
   Tensor k_norm;  // [hd] or [KVH*hd] f32, if qk_norm
 };
 
-// E SwiGLU experts: down(silu(gate(x)) * up(x)).
+// E SwiGLU experts: down(silu(gate(x)) * up(x)). Under expert parallelism E is this rank's
+// share, experts [first, first + E) of the layer.
 struct ExpertWeights {
   Tensor gate_up;  // [E, 2I, D]: rows [0, I) gate, [I, 2I) up
   Tensor down;     // [E, D, I]
@@ -64,6 +65,16 @@ struct ModelWeights {
   Tensor lm_head;       // [V, D], the embedding itself when tied
 };
 
-absl::StatusOr<ModelWeights> LoadWeights(const MoeConfig& config, const Checkpoint& checkpoint);
+// The routed experts [begin, end) of every MoE layer (expert parallelism: a rank loads only
+// its own); the default is all of them.
+struct ExpertRange {
+  int begin = 0;
+  int end = -1;  // -1: num_experts
+};
+
+// Routed experts outside `experts` are not read at all, so with a memory-mapped checkpoint
+// their pages never become resident.
+absl::StatusOr<ModelWeights> LoadWeights(const MoeConfig& config, const Checkpoint& checkpoint,
+                                         ExpertRange experts = {});
 
 }  // namespace moe

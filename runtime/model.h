@@ -34,6 +34,11 @@ class Model {
   // the paged cache and returns the logits of batch.logits_rows, [S', vocab] f32.
   virtual absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) = 0;
 
+  // Expert parallelism: a step that other ranks run while this one has no tokens. The
+  // model joins each layer's expert exchange with zero rows and computes nothing else (no
+  // attention, no head). A model on one rank has nothing to do.
+  virtual absl::Status ForwardIdle() { return absl::OkStatus(); }
+
   // The KV cache Forward reads and writes; host f32 tensors unless the backend keeps its
   // own (a GPU backend allocates device memory).
   virtual absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) { return KvCache::Create(shape); }

@@ -4,6 +4,7 @@
 //
 //   moe-generate --model /models/qwen3 --prompts "1 2 3; 7 8" --max_new_tokens 16
 //   moe-generate --model /models/qwen3 --prompts_file prompts.txt   # one prompt per line
+//   mpirun -np 4 moe-generate --model /models/qwen3 ...   # experts over 4 ranks; rank 0 prints
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -86,18 +87,22 @@ class Collector final : public moe::OutputSink {
   moe::FinalOutput final;
 };
 
-absl::Status Run() {
+absl::Status Run(moe::dist::Communicator& comm) {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   ASSIGN_OR_RETURN(auto prompts, ReadPrompts());
   const absl::Time load_start = absl::Now();
   ASSIGN_OR_RETURN(moe::LoadedModel loaded,
                    moe::LoadModel(dir, {.backend = absl::GetFlag(FLAGS_backend),
+                                        .comm = &comm,
                                         .max_tokens = absl::GetFlag(FLAGS_max_batched_tokens),
                                         .max_seqs = absl::GetFlag(FLAGS_max_seqs)}));
   moe::Model* model = loaded.model.get();
-  std::cerr << "loaded " << model->info().architecture << " from " << dir << " on " << loaded.backend << " in "
-            << absl::FormatDuration(absl::Now() - load_start) << "\n";
+  if (comm.Rank() == 0) {
+    std::cerr << "loaded " << model->info().architecture << " from " << dir << " on " << loaded.backend
+              << (comm.Size() > 1 ? absl::StrCat(", experts over ", comm.Size(), " ranks") : "") << " in "
+              << absl::FormatDuration(absl::Now() - load_start) << "\n";
+  }
 
   const int block_size = absl::GetFlag(FLAGS_block_size);
   if (block_size < 1) return absl::InvalidArgumentError("--block_size must be a power of two >= 1");
@@ -108,11 +113,13 @@ absl::Status Run() {
   }
   ASSIGN_OR_RETURN(
       std::unique_ptr<moe::Engine> engine_owner,
-      moe::Engine::Create(*model, {.num_kv_blocks = kv_blocks,
+      moe::Engine::Create(*model, {.group = &comm,
+                                   .num_kv_blocks = kv_blocks,
                                    .block_size = block_size,
                                    .scheduler = {.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens),
                                                  .max_num_seqs = absl::GetFlag(FLAGS_max_seqs)}}));
   moe::Engine& engine = *engine_owner;
+  if (comm.Rank() != 0) return engine.RunGroupMember();  // rank 0 submits and prints
   std::vector<std::shared_ptr<Collector>> outputs;
   for (size_t i = 0; i < prompts.size(); ++i) {
     moe::Request request{.id = absl::StrCat(i), .prompt = prompts[i]};
@@ -146,6 +153,7 @@ absl::Status Run() {
       "mean time to first token %.3f s; mean decode speed per sequence %.2f tokens/s\n",
       outputs.size(), prompt_tokens, new_tokens, seconds, new_tokens / seconds, stats.steps, ttft,
       decode_rate);
+  engine.Stop();  // in a group, this releases the other ranks
   return absl::OkStatus();
 }
 
@@ -154,9 +162,16 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Continues prompts of token ids with an MoE model.");
   absl::ParseCommandLine(argc, argv);
-  const absl::Status status = Run();
+  absl::StatusOr<std::unique_ptr<moe::dist::Communicator>> comm = moe::dist::MakeCommunicator();
+  if (!comm.ok()) {
+    std::cerr << "moe-generate: " << comm.status().message() << "\n";
+    return 1;
+  }
+  const absl::Status status = Run(**comm);
   if (!status.ok()) {
-    std::cerr << "moe-generate: " << status.message() << "\n";
+    std::cerr << "moe-generate (rank " << (*comm)->Rank() << "): " << status.message() << "\n";
+    // The other ranks wait for this one in every step: end them too.
+    if ((*comm)->Size() > 1) (*comm)->Abort(std::string(status.message()));
     return 1;
   }
   return 0;

@@ -51,12 +51,19 @@ Engine::Engine(Model& model, EngineOptions options, KvCache kv)
                .block_size = options_.block_size,
                .enable_prefix_caching = options_.enable_prefix_caching}),
       scheduler_(options_.scheduler, blocks_) {
+  if (options_.group != nullptr && options_.group->Size() > 1) {
+    relay_ = std::make_unique<GroupRelay>(*options_.group, options_.block_size);
+  }
   PublishStats();
 }
 
 Engine::~Engine() { Stop(); }
 
 absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
+  if (relay_ != nullptr && relay_->rank() != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this is rank ", relay_->rank(), " of an expert-parallel group: requests enter at rank 0"));
+  }
   const ModelInfo& info = model_.info();
   RETURN_IF_ERROR(ValidateRequest(request, {.vocab_size = info.vocab_size,
                                             .max_context = info.max_context,
@@ -101,13 +108,22 @@ bool Engine::Abort(const std::string& request_id) {
   return true;
 }
 
-void Engine::DrainInbox() {
+absl::Status Engine::DrainInbox() {
   std::vector<Submission> inbox;
   std::vector<AbortOrder> aborts;
+  bool stopping;
   {
     absl::MutexLock lock(&mu_);
     inbox.swap(inbox_);
     aborts.swap(aborts_);
+    stopping = stopping_;  // read with the inbox: nothing is accepted after the stop order
+  }
+  if (relay_ != nullptr) {
+    ASSIGN_OR_RETURN(GroupRelay::Control control,
+                     relay_->ExchangeControl(std::move(inbox), std::move(aborts), stopping));
+    inbox = std::move(control.admit);
+    aborts = std::move(control.aborts);
+    group_stopped_ = control.stop;
   }
   for (Submission& s : inbox) Admit(std::move(s));
   for (const AbortOrder& abort : aborts) {
@@ -117,6 +133,7 @@ void Engine::DrainInbox() {
       FinishRequest(it->second, FinishReason::kAborted);
     }
   }
+  return absl::OkStatus();
 }
 
 void Engine::Admit(Submission submission) {
@@ -270,11 +287,57 @@ void Engine::Postprocess(const StepPlan& plan, const Tensor& logits) {
 }
 
 absl::StatusOr<bool> Engine::Step() {
+  if (relay_ == nullptr) return StepHere();
+  if (group_stopped_) return false;
+  // Every rank ends every step with the output exchange, whatever the step did.
+  absl::StatusOr<bool> did_work = StepHere();
+  if (group_stopped_) AbortEverything();
+  RETURN_IF_ERROR(ExchangeOutputs());
+  return did_work;
+}
+
+absl::Status Engine::ExchangeOutputs() {
+  const RankLoad mine{.running = scheduler_.num_running(),
+                      .waiting = scheduler_.num_waiting(),
+                      .free_blocks = blocks_.num_free_blocks(),
+                      .total_blocks = blocks_.num_blocks()};
+  ASSIGN_OR_RETURN(const std::vector<AbortOrder> finished, relay_->ExchangeOutputs(mine));
+  {
+    absl::MutexLock lock(&mu_);
+    for (const AbortOrder& f : finished) {
+      auto it = live_.find(f.request_id);
+      if (it != live_.end() && it->second == f.submission) live_.erase(it);
+    }
+  }
+  PublishStats();
+  return absl::OkStatus();
+}
+
+void Engine::AbortEverything() {
+  while (!requests_.empty()) FinishRequest(requests_.begin()->second, FinishReason::kAborted);
+}
+
+absl::StatusOr<bool> Engine::StepHere() {
   absl::Time t0 = absl::Now();
-  DrainInbox();
+  RETURN_IF_ERROR(DrainInbox());
+  if (group_stopped_) return false;
   ExpireTimeLimits();
   const StepPlan plan = scheduler_.Schedule();
   preemptions_ += plan.preempted.size();
+  if (relay_ != nullptr) {
+    // Lockstep: a forward runs on every rank or on none; a rank without tokens joins the
+    // expert exchanges with zero rows.
+    ASSIGN_OR_RETURN(const bool any_work, relay_->AnyWork(!plan.empty()));
+    if (!any_work) return false;
+    if (plan.empty()) {
+      const absl::Time t1 = absl::Now();
+      RETURN_IF_ERROR(model_.ForwardIdle());
+      phase_times_.schedule += t1 - t0;
+      phase_times_.forward += absl::Now() - t1;
+      ++idle_steps_;
+      return true;
+    }
+  }
   if (plan.empty()) {
     PublishStats();  // aborts and expiries may have freed blocks even when nothing runs
     return false;
@@ -311,20 +374,45 @@ void Engine::PublishStats() {
             .free_blocks = blocks_.num_free_blocks(),
             .total_blocks = blocks_.num_blocks(),
             .steps = steps_,
+            .idle_steps = idle_steps_,
             .preemptions = preemptions_,
             .prefix_cache = blocks_.stats(),
             .phase_times = phase_times_};
+  if (relay_ != nullptr && relay_->rank() == 0) {
+    stats_.ranks = relay_->loads();
+    stats_.ranks[0] = {.running = stats_.running, .waiting = stats_.waiting,
+                       .free_blocks = stats_.free_blocks, .total_blocks = stats_.total_blocks};
+    stats_.running = stats_.waiting = stats_.free_blocks = stats_.total_blocks = 0;
+    for (const RankLoad& load : stats_.ranks) {
+      stats_.running += load.running;
+      stats_.waiting += load.waiting;
+      stats_.free_blocks += load.free_blocks;
+      stats_.total_blocks += load.total_blocks;
+    }
+  }
 }
 
 absl::Status Engine::RunUntilIdle() {
   while (true) {
     ASSIGN_OR_RETURN(bool did_work, Step());
-    if (!did_work && !scheduler_.has_work()) {
+    if (!did_work && !scheduler_.has_work() && (relay_ == nullptr || relay_->num_relayed() == 0)) {
       absl::MutexLock lock(&mu_);
       if (inbox_.empty() && aborts_.empty()) break;
     }
   }
   PublishStats();
+  return absl::OkStatus();
+}
+
+absl::Status Engine::RunGroupMember() {
+  if (relay_ == nullptr || relay_->rank() == 0) {
+    return absl::FailedPreconditionError("RunGroupMember is for ranks other than 0 of a group");
+  }
+  while (!group_stopped_) {
+    // A failed step is logged and the group goes on: leaving would stall every other rank.
+    absl::StatusOr<bool> did_work = Step();
+    if (!did_work.ok()) std::cerr << "engine (rank " << relay_->rank() << "): step failed: " << did_work.status() << "\n";
+  }
   return absl::OkStatus();
 }
 
@@ -341,8 +429,16 @@ void Engine::Stop() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  if (relay_ != nullptr) {
+    // Rank 0's stop step tells every rank to finish what it runs, and relays their finals.
+    if (relay_->rank() == 0 && !group_stopped_) {
+      if (absl::StatusOr<bool> s = Step(); !s.ok()) std::cerr << "engine: stop step failed: " << s.status() << "\n";
+    }
+    PublishStats();
+    return;
+  }
   // Every accepted request gets its final record, even when the engine stops under it.
-  DrainInbox();
+  (void)DrainInbox();
   while (!requests_.empty()) FinishRequest(requests_.begin()->second, FinishReason::kAborted);
   PublishStats();
 }
@@ -352,7 +448,9 @@ void Engine::Loop() {
     return stopping_ || !inbox_.empty() || !aborts_.empty();
   };
   while (true) {
-    {
+    if (relay_ != nullptr) {
+      if (group_stopped_) return;  // rank 0 runs the stop step before it leaves
+    } else {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
     }

@@ -22,7 +22,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "runtime/dist/communicator.h"
 #include "runtime/engine/block_manager.h"
+#include "runtime/engine/group_relay.h"
 #include "runtime/engine/output.h"
 #include "runtime/engine/request.h"
 #include "runtime/engine/sampler.h"
@@ -35,6 +37,11 @@
 namespace moe {
 
 struct EngineOptions {
+  // Expert parallelism with data-parallel attention: the ranks of this group each run an
+  // engine over their own sequences, stepping in lockstep. Rank 0's engine takes every
+  // submission and places it on a rank; the other ranks take none and run until rank 0
+  // stops (RunGroupMember). Null or one rank: a plain engine.
+  dist::Communicator* group = nullptr;
   int num_kv_blocks = 1024;
   int64_t kv_cache_bytes = 0;  // if > 0, sizes the pool instead: as many blocks as fit
   int block_size = 16;
@@ -56,11 +63,14 @@ struct StepPhaseTimes {
 };
 
 struct EngineStats {
+  // Summed over the group's ranks (as of their latest step) on rank 0 of a group.
   int running = 0;
   int waiting = 0;
   int free_blocks = 0;
   int total_blocks = 0;
+  std::vector<RankLoad> ranks;  // per rank, in a group of more than one
   int64_t steps = 0;
+  int64_t idle_steps = 0;  // steps this rank joined with no tokens (expert parallelism)
   int64_t preemptions = 0;
   PrefixCacheStats prefix_cache;
   StepPhaseTimes phase_times;
@@ -87,8 +97,10 @@ class Engine {
   void Stop();
   // Runs steps on the calling thread until nothing is left (tests, offline use).
   absl::Status RunUntilIdle();
-  // One step on the calling thread; false when there was nothing to do.
+  // One step on the calling thread; false when there was nothing to do (on any rank).
   absl::StatusOr<bool> Step();
+  // The other ranks of a group: steps on the calling thread until rank 0 stops the group.
+  absl::Status RunGroupMember();
 
   EngineStats GetStats() const;
 
@@ -101,17 +113,10 @@ class Engine {
   };
 
   Engine(Model& model, EngineOptions options, KvCache kv);
-  void DrainInbox();
-  struct Submission {
-    uint64_t number;
-    std::shared_ptr<const Request> request;
-    std::shared_ptr<OutputSink> sink;
-    absl::Time submitted;  // timings and time limits count from here
-  };
-  struct AbortOrder {
-    std::string request_id;
-    uint64_t submission;  // the Submit() the abort was aimed at
-  };
+  absl::Status DrainInbox();
+  absl::StatusOr<bool> StepHere();
+  absl::Status ExchangeOutputs();
+  void AbortEverything();
 
   void Admit(Submission submission);
   void FinishRequest(RequestState& state, FinishReason reason);
@@ -135,8 +140,11 @@ class Engine {
   uint64_t next_arrival_ = 0;
   int num_time_limited_ = 0;  // requests with a time limit, so most steps skip the check
   int64_t steps_ = 0;
+  int64_t idle_steps_ = 0;
   int64_t preemptions_ = 0;
   StepPhaseTimes phase_times_;
+  std::unique_ptr<GroupRelay> relay_;  // in a group of more than one rank
+  bool group_stopped_ = false;         // rank 0 stopped the group: every step is done
 
   mutable absl::Mutex mu_;
   std::vector<Submission> inbox_ ABSL_GUARDED_BY(mu_);

@@ -9,7 +9,9 @@ MOE_PACKAGES=(build-essential cmake ninja-build pkg-config libabsl-dev nlohmann-
               # moe-server: gRPC + protobuf, the metrics port's HTTP library, and what the
               # server tests' Python client needs (stubs are made with protoc's gRPC plugin).
               libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-              libcpp-httplib-dev python3 python3-grpcio python3-protobuf)
+              libcpp-httplib-dev python3 python3-grpcio python3-protobuf
+              # Expert parallelism across processes: mpirun and the MPI communicator.
+              libopenmpi-dev openmpi-bin)
 
 moe_install_packages() {
   local missing=()

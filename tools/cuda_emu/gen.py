@@ -34,6 +34,8 @@ assert '__shared__' not in s, 'unhandled __shared__'
 assert '<<<' not in s
 out = f'#line 1 "{src}"\n' + s
 import os
+# Make, unlike Ninja, does not create an output's folder before running its command.
+os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
 if not os.path.exists(dst) or open(dst).read() != out:
     open(dst, 'w').write(out)
 print(f'{src}: {n_launch} launches, {n_sh} shared, {n_ext} extern shared')

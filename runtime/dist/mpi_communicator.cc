@@ -1,0 +1,211 @@
+// The MPI communicator: one rank per process, over MPI_COMM_WORLD.
+//
+// Collectives are MPI's non-blocking ones, completed by polling under a deadline, so that a
+// peer that died or hangs ends the group (MPI_Abort, with a line naming the collective and,
+// for Gather, the ranks that never sent) instead of blocking every rank for ever. The
+// poll backs off from spinning to short sleeps, so idle ranks leave the cores to others
+// (CI runs four ranks on two cores).
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "runtime/dist/communicator.h"
+
+namespace moe::dist {
+namespace {
+
+MPI_Op ToMpi(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(CommunicatorOptions options, bool owns_mpi) : options_(options), owns_mpi_(owns_mpi) {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiCommunicator() override {
+    if (owns_mpi_) MPI_Finalize();
+  }
+
+  int Rank() const override { return rank_; }
+  int Size() const override { return size_; }
+
+  absl::Status AllToAllV(absl::Span<const std::byte> send, absl::Span<const int64_t> send_counts,
+                         absl::Span<std::byte> recv, absl::Span<const int64_t> recv_counts) override {
+    if (static_cast<int>(send_counts.size()) != size_ || static_cast<int>(recv_counts.size()) != size_) {
+      return absl::InvalidArgumentError(absl::StrCat("AllToAllV: expected ", size_, " counts each way"));
+    }
+    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    int64_t so = 0, ro = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (send_counts[r] > kMaxCount || recv_counts[r] > kMaxCount || so > kMaxCount || ro > kMaxCount) {
+        return absl::InvalidArgumentError("AllToAllV: over 2 GiB in one exchange");
+      }
+      sc[r] = static_cast<int>(send_counts[r]), sd[r] = static_cast<int>(so), so += send_counts[r];
+      rc[r] = static_cast<int>(recv_counts[r]), rd[r] = static_cast<int>(ro), ro += recv_counts[r];
+    }
+    if (so > static_cast<int64_t>(send.size()) || ro > static_cast<int64_t>(recv.size())) {
+      return absl::InvalidArgumentError("AllToAllV: counts exceed the buffers");
+    }
+    MPI_Request req;
+    MPI_Ialltoallv(send.data(), sc.data(), sd.data(), MPI_BYTE, recv.data(), rc.data(), rd.data(), MPI_BYTE,
+                   MPI_COMM_WORLD, &req);
+    Wait(req, "AllToAllV");
+    return absl::OkStatus();
+  }
+
+  absl::Status AllGather(absl::Span<const std::byte> send, absl::Span<std::byte> recv) override {
+    if (recv.size() != send.size() * size_ || send.size() > kMaxCount) {
+      return absl::InvalidArgumentError(absl::StrCat("AllGather: recv holds ", recv.size(), " bytes, expected ",
+                                                     send.size() * size_));
+    }
+    MPI_Request req;
+    MPI_Iallgather(send.data(), static_cast<int>(send.size()), MPI_BYTE, recv.data(),
+                   static_cast<int>(send.size()), MPI_BYTE, MPI_COMM_WORLD, &req);
+    Wait(req, "AllGather");
+    return absl::OkStatus();
+  }
+
+  absl::Status Broadcast(std::string& bytes, int root) override {
+    if (root < 0 || root >= size_) return absl::InvalidArgumentError(absl::StrCat("Broadcast: no rank ", root));
+    int64_t size = static_cast<int64_t>(bytes.size());
+    MPI_Request req;
+    MPI_Ibcast(&size, 1, MPI_INT64_T, root, MPI_COMM_WORLD, &req);
+    Wait(req, "Broadcast");
+    if (size > kMaxCount) return absl::InvalidArgumentError("Broadcast: over 2 GiB");
+    bytes.resize(size);
+    if (size == 0) return absl::OkStatus();
+    MPI_Ibcast(bytes.data(), static_cast<int>(size), MPI_BYTE, root, MPI_COMM_WORLD, &req);
+    Wait(req, "Broadcast");
+    return absl::OkStatus();
+  }
+
+  absl::Status AllReduce(absl::Span<int64_t> values, ReduceOp op) override {
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_INT64_T, ToMpi(op),
+                   MPI_COMM_WORLD, &req);
+    Wait(req, "AllReduce");
+    return absl::OkStatus();
+  }
+
+  absl::Status Barrier() override {
+    MPI_Request req;
+    MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    Wait(req, "Barrier");
+    return absl::OkStatus();
+  }
+
+  absl::Status Gather(const std::string& mine, std::vector<std::string>& all, int root) override {
+    if (root < 0 || root >= size_) return absl::InvalidArgumentError(absl::StrCat("Gather: no rank ", root));
+    if (mine.size() > kMaxCount) return absl::InvalidArgumentError("Gather: over 2 GiB");
+    all.clear();
+    if (rank_ != root) {
+      MPI_Request req;
+      MPI_Issend(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, root, kGatherTag, MPI_COMM_WORLD, &req);
+      Wait(req, "Gather (send to the root)");
+      return absl::OkStatus();
+    }
+    all.resize(size_);
+    all[root] = mine;
+    // Sizes are not known in advance: probe each rank's message, then receive it.
+    std::vector<bool> done(size_, false);
+    done[root] = true;
+    int left = size_ - 1;
+    const absl::Time deadline = absl::Now() + options_.timeout;
+    for (int polls = 0; left > 0; ++polls) {
+      for (int r = 0; r < size_; ++r) {
+        if (done[r]) continue;
+        int flag = 0;
+        MPI_Status status;
+        MPI_Iprobe(r, kGatherTag, MPI_COMM_WORLD, &flag, &status);
+        if (!flag) continue;
+        int count = 0;
+        MPI_Get_count(&status, MPI_BYTE, &count);
+        all[r].resize(count);
+        MPI_Recv(all[r].data(), count, MPI_BYTE, r, kGatherTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        done[r] = true;
+        --left;
+      }
+      if (left > 0 && absl::Now() > deadline) {
+        std::vector<int> missing;
+        for (int r = 0; r < size_; ++r) {
+          if (!done[r]) missing.push_back(r);
+        }
+        Abort(absl::StrCat("Gather: no message from rank ", absl::StrJoin(missing, ", "), " within ",
+                           absl::FormatDuration(options_.timeout), "; that rank died or hangs"));
+      }
+      if (left > 0) Backoff(polls);
+    }
+    return absl::OkStatus();
+  }
+
+  [[noreturn]] void Abort(const std::string& reason) override {
+    std::cerr << "rank " << rank_ << ": aborting the group: " << reason << std::endl;
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    std::abort();
+  }
+
+ private:
+  static constexpr int64_t kMaxCount = 0x7fffffff;
+  static constexpr int kGatherTag = 7001;
+
+  // Spin briefly (steps come back to back), then yield, then sleep.
+  static void Backoff(int polls) {
+    if (polls < 200) return;
+    if (polls < 2000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(polls < 20000 ? 50 : 1000));
+    }
+  }
+
+  void Wait(MPI_Request& req, const char* what) {
+    const absl::Time deadline = absl::Now() + options_.timeout;
+    for (int polls = 0;; ++polls) {
+      int flag = 0;
+      MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
+      if (flag) return;
+      if ((polls & 63) == 0 && absl::Now() > deadline) {
+        Abort(absl::StrCat(what, " did not complete within ", absl::FormatDuration(options_.timeout),
+                           ": another rank died or hangs"));
+      }
+      Backoff(polls);
+    }
+  }
+
+  CommunicatorOptions options_;
+  bool owns_mpi_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(const CommunicatorOptions& options) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) {
+      return absl::UnavailableError("MPI_Init_thread failed");
+    }
+    if (provided < MPI_THREAD_SERIALIZED) {
+      return absl::FailedPreconditionError("this MPI cannot be called from a thread other than main");
+    }
+  }
+  return std::unique_ptr<Communicator>(new MpiCommunicator(options, !initialized));
+}
+
+}  // namespace moe::dist
