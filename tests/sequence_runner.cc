@@ -58,7 +58,7 @@ absl::StatusOr<GreedyOutput> RunGreedy(
     max_blocks_per_seq = std::max(max_blocks_per_seq, blocks);
   }
   ASSIGN_OR_RETURN(KvCache kv, model.CreateKvCache({.num_layers = info.num_layers,
-                                                .num_blocks = static_cast<int>(total_blocks),
+                                                .num_blocks = static_cast<int>(std::max<int64_t>(total_blocks, 1)),
                                                 .block_size = bs,
                                                 .num_kv_heads = info.num_kv_heads,
                                                 .head_dim = info.head_dim}));
@@ -106,6 +106,15 @@ absl::StatusOr<GreedyOutput> RunGreedy(
       batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
       batch_seq.push_back(static_cast<int32_t>(i));
       seq.cached = new_len;
+    }
+    if (options.group != nullptr) {
+      std::vector<int64_t> any = {batch_seq.empty() ? 0 : 1};
+      RETURN_IF_ERROR(options.group->AllReduce(absl::MakeSpan(any), dist::ReduceOp::kMax));
+      if (any[0] == 0) break;
+      if (batch_seq.empty()) {
+        RETURN_IF_ERROR(model.ForwardIdle());
+        continue;
+      }
     }
     if (batch_seq.empty()) break;
 

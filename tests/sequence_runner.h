@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/dist/communicator.h"
 #include "runtime/model.h"
 
 namespace moe {
@@ -29,6 +30,10 @@ struct GreedyOptions {
   // max_new_tokens long), so that two models can be compared step by step on the same
   // sequence. The argmax is still recorded.
   const std::vector<std::vector<int32_t>>* forced_tokens = nullptr;
+  // Expert parallelism: the ranks of this group run RunGreedy together, each over its own
+  // prompts; a rank whose prompts are done (or that has none) joins the others' steps with
+  // Model::ForwardIdle until every rank is done.
+  dist::Communicator* group = nullptr;
   // Called after each step's Forward with the step and, for each of its sequences, the
   // index of the prompt it continues (to map what a model saw per token to positions).
   std::function<void(const StepBatch& batch, const std::vector<int32_t>& prompt_of_seq)> after_step;
