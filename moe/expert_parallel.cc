@@ -94,14 +94,12 @@ absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& x
                                          send_floats));
   rows_sent_.fetch_add(xs.dim(0) - send_rows[me], std::memory_order_relaxed);
   rows_received_.fetch_add(total_recv - recv_rows[me], std::memory_order_relaxed);
-  exchanges_.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
-ExchangeStats ExpertGroup::TakeStats() {
-  return {.rows_sent = rows_sent_.exchange(0, std::memory_order_relaxed),
-          .rows_received = rows_received_.exchange(0, std::memory_order_relaxed),
-          .exchanges = exchanges_.exchange(0, std::memory_order_relaxed)};
+ExpertTraffic ExpertGroup::traffic() const {
+  return {.rows_sent = rows_sent_.load(std::memory_order_relaxed),
+          .rows_received = rows_received_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace moe

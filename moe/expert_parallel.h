@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "moe/weights.h"
 #include "runtime/dist/communicator.h"
+#include "runtime/model.h"
 #include "runtime/tensor.h"
 
 namespace moe {
@@ -47,13 +48,6 @@ class ExpertShard {
   int num_experts_, rank_, num_ranks_;
 };
 
-// What the exchanges of one rank moved, summed since the last TakeStats().
-struct ExchangeStats {
-  int64_t rows_sent = 0;      // routed rows sent to other ranks
-  int64_t rows_received = 0;  // rows received from other ranks for this rank's experts
-  int64_t exchanges = 0;      // MoE layers exchanged
-};
-
 class ExpertGroup {
  public:
   ExpertGroup(ExpertShard shard, dist::Communicator& comm);
@@ -66,13 +60,13 @@ class ExpertGroup {
                           const std::vector<int32_t>& expert_offsets, Tensor& ys,
                           std::vector<int32_t>* routed = nullptr);
 
-  // Thread-safe: what the exchanges moved since the last call.
-  ExchangeStats TakeStats();
+  // Thread-safe: routed rows sent to other ranks and received from them, since the start.
+  ExpertTraffic traffic() const;
 
  private:
   ExpertShard shard_;
   dist::Communicator& comm_;
-  std::atomic<int64_t> rows_sent_{0}, rows_received_{0}, exchanges_{0};
+  std::atomic<int64_t> rows_sent_{0}, rows_received_{0};
 };
 
 }  // namespace moe

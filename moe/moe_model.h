@@ -36,8 +36,7 @@ class MoeModel final : public Model {
   absl::Status ForwardIdle() override;
   // Under expert parallelism, summed over every rank's tokens.
   std::vector<int64_t> RoutedTokensPerExpert() const override;
-  // The expert group, or null on one rank.
-  ExpertGroup* expert_group() { return group_.get(); }
+  ExpertTraffic expert_traffic() const override { return group_ ? group_->traffic() : ExpertTraffic{}; }
 
   // Called in every MoE layer of every Forward (tests and debugging).
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }

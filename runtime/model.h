@@ -25,6 +25,13 @@ struct ModelInfo {
   DType kv_cache_dtype = DType::kF32;  // what one cached K/V element takes
 };
 
+// Expert parallelism: routed rows this rank sent to other ranks' experts and received for
+// its own, since it started.
+struct ExpertTraffic {
+  int64_t rows_sent = 0;
+  int64_t rows_received = 0;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -46,6 +53,7 @@ class Model {
   // Tokens routed to each expert so far, summed over layers (for load reports); empty for
   // models without experts. Safe to call from any thread.
   virtual std::vector<int64_t> RoutedTokensPerExpert() const { return {}; }
+  virtual ExpertTraffic expert_traffic() const { return {}; }
 };
 
 }  // namespace moe

@@ -311,6 +311,19 @@ grpc::ServerUnaryReactor* GenerationService::GetLoad(grpc::CallbackServerContext
     response->add_routed_tokens_per_expert(n);
   }
   response->set_active_streams(active_streams());
+  for (size_t r = 0; r < stats.ranks.size(); ++r) {
+    const RankLoad& load = stats.ranks[r];
+    v1::RankLoad* out = response->add_ranks();
+    out->set_rank(static_cast<int>(r));
+    out->set_running(load.running);
+    out->set_waiting(load.waiting);
+    out->set_kv_blocks_used(load.total_blocks - load.free_blocks);
+    out->set_kv_blocks_total(load.total_blocks);
+    out->set_steps(load.steps);
+    out->set_expert_rows_sent(load.expert_rows_sent);
+    out->set_expert_rows_received(load.expert_rows_received);
+  }
+  if (!stats.ranks.empty()) response->set_rank_load_imbalance(LoadImbalance(stats.ranks));
   return Reply(context, absl::OkStatus());
 }
 

@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 
+#include <unistd.h>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -48,6 +50,8 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long open streams may run before they are aborted");
 ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message received or sent");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(60),
+          "under mpirun: a step's exchange still waiting on a rank after this long ends every rank");
 
 namespace moe::server {
 namespace {
@@ -153,8 +157,23 @@ void Drain(const ServerOptions& o, const SignalWatcher& signals, GenerationServi
   }
 }
 
-absl::Status Run(SignalWatcher& signals) {
-  ASSIGN_OR_RETURN(const ServerOptions options, OptionsFromFlags());
+// Ranks other than 0 of an mpirun group: load this rank's experts, then step with rank 0
+// (which alone serves gRPC and metrics) until it stops the group. Signals stay blocked here:
+// rank 0 drains and then stops everyone.
+absl::Status RunMember(dist::Communicator& comm) {
+  ASSIGN_OR_RETURN(ServerOptions options, OptionsFromFlags());
+  options.model.comm = &comm;
+  ASSIGN_OR_RETURN(std::unique_ptr<ServingModel> serving, ServingModel::Load(options.model));
+  Log(LogLevel::kInfo, absl::StrCat("rank ", comm.Rank(), " of ", comm.Size(), " (pid ", getpid(),
+                                    "): loaded, stepping with rank 0"));
+  RETURN_IF_ERROR(serving->RunGroupMember());
+  Log(LogLevel::kInfo, absl::StrCat("rank ", comm.Rank(), ": the group stopped"));
+  return absl::OkStatus();
+}
+
+absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
+  ASSIGN_OR_RETURN(ServerOptions options, OptionsFromFlags());
+  options.model.comm = &comm;
   Metrics metrics;
   GenerationService service(options, metrics);
   int port = 0;
@@ -200,10 +219,11 @@ absl::Status Run(SignalWatcher& signals) {
     return absl::OkStatus();
   }
   service.StartServing(serving->get());
-  std::printf("moe-server: serving %s (%s backend, %d KV blocks of %d) on %s:%d, loaded in %s\n",
+  const std::string ranks = comm.Size() > 1 ? absl::StrCat(", experts over ", comm.Size(), " ranks") : "";
+  std::printf("moe-server: serving %s (%s backend, %d KV blocks of %d%s) on %s:%d, loaded in %s\n",
               (*serving)->model().info().architecture.c_str(), (*serving)->backend().c_str(),
-              (*serving)->num_kv_blocks(), (*serving)->block_size(), options.host.c_str(), port,
-              absl::FormatDuration(absl::Now() - load_start).c_str());
+              (*serving)->num_kv_blocks(), (*serving)->block_size(), ranks.c_str(), options.host.c_str(),
+              port, absl::FormatDuration(absl::Now() - load_start).c_str());
   std::fflush(stdout);
 
   const int sig = signals.Wait();
@@ -230,9 +250,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   moe::server::SetLogLevel(*level);
-  const absl::Status status = moe::server::Run(signals);
+  absl::StatusOr<std::unique_ptr<moe::dist::Communicator>> comm =
+      moe::dist::MakeCommunicator({.timeout = absl::GetFlag(FLAGS_collective_timeout)});
+  if (!comm.ok()) {
+    std::cerr << "moe-server: " << comm.status().message() << "\n";
+    return 1;
+  }
+  const absl::Status status =
+      (*comm)->Rank() == 0 ? moe::server::Run(signals, **comm) : moe::server::RunMember(**comm);
   if (!status.ok()) {
-    std::cerr << "moe-server: " << status.message() << "\n";
+    std::cerr << "moe-server (rank " << (*comm)->Rank() << "): " << status.message() << "\n";
+    // Every other rank waits for this one at each step: end the group, naming why.
+    if ((*comm)->Size() > 1) (*comm)->Abort(absl::StrCat("moe-server: ", status.message()));
     return 1;
   }
   return 0;

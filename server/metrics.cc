@@ -34,6 +34,38 @@ void Sample(const std::string& name, double value, std::string* out) {
   absl::StrAppend(out, name, " ", Number(value), "\n");
 }
 
+// Expert parallelism: each rank's share, labelled by rank, and one imbalance gauge.
+void RenderRanks(const std::vector<RankLoad>& ranks, std::string* out) {
+  struct PerRank {
+    const char* name;
+    const char* type;
+    const char* help;
+    double (*value)(const RankLoad&);
+  };
+  const PerRank series[] = {
+      {"moe_rank_requests_running", "gauge", "Sequences running on each rank.",
+       [](const RankLoad& r) { return double(r.running); }},
+      {"moe_rank_requests_waiting", "gauge", "Sequences waiting on each rank.",
+       [](const RankLoad& r) { return double(r.waiting); }},
+      {"moe_rank_kv_cache_usage_ratio", "gauge", "Fraction of each rank's KV cache blocks in use.",
+       [](const RankLoad& r) { return r.total_blocks > 0 ? 1.0 - double(r.free_blocks) / r.total_blocks : 0.0; }},
+      {"moe_rank_steps_total", "counter", "Steps each rank took part in, idle ones included.",
+       [](const RankLoad& r) { return double(r.steps); }},
+      {"moe_rank_expert_rows_sent_total", "counter", "Routed rows each rank sent to other ranks' experts.",
+       [](const RankLoad& r) { return double(r.expert_rows_sent); }},
+      {"moe_rank_expert_rows_received_total", "counter", "Routed rows each rank received for its experts.",
+       [](const RankLoad& r) { return double(r.expert_rows_received); }}};
+  for (const PerRank& s : series) {
+    Header(s.name, s.type, s.help, out);
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      absl::StrAppend(out, s.name, "{rank=\"", r, "\"} ", Number(s.value(ranks[r])), "\n");
+    }
+  }
+  Header("moe_rank_load_imbalance", "gauge",
+         "Sequences on the busiest rank over the mean per rank (1 = balanced).", out);
+  Sample("moe_rank_load_imbalance", LoadImbalance(ranks), out);
+}
+
 }  // namespace
 
 void Histogram::Observe(double value) {
@@ -159,6 +191,7 @@ std::string Metrics::Render(const EngineStats& stats, const std::vector<int64_t>
     absl::StrAppend(&out, "moe_routed_tokens_total{expert=\"", e, "\"} ", routed_per_expert[e],
                     "\n");
   }
+  if (!stats.ranks.empty()) RenderRanks(stats.ranks, &out);
   return out;
 }
 

@@ -26,6 +26,7 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
   serving->model_dir_ = options.model_dir;
   ASSIGN_OR_RETURN(LoadedModel loaded,
                    LoadModel(options.model_dir, {.backend = options.backend,
+                                                 .comm = options.comm,
                                                  .max_tokens = options.engine.scheduler.max_num_batched_tokens,
                                                  .max_seqs = options.engine.scheduler.max_num_seqs}));
   serving->model_ = std::move(loaded.model);
@@ -33,6 +34,7 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
   serving->backend_ = std::move(loaded.backend);
   const ModelInfo& info = serving->model_->info();
   EngineOptions engine_options = options.engine;
+  engine_options.group = options.comm;
 
   if (const std::string dir = TokenizerDir(options); !dir.empty()) {
     ASSIGN_OR_RETURN(serving->tokenizer_, text::Tokenizer::FromDirectory(dir));
@@ -54,6 +56,11 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
   ASSIGN_OR_RETURN(serving->engine_, Engine::Create(*serving->model_, engine_options));
   serving->block_size_ = engine_options.block_size;
   serving->num_kv_blocks_ = serving->engine_->GetStats().total_blocks;
+  if (options.comm != nullptr && options.comm->Size() > 1) {
+    // The group steps together from the first step on: wait until every rank has loaded.
+    RETURN_IF_ERROR(options.comm->Barrier(options.load_timeout));
+    if (options.comm->Rank() != 0) return serving;  // it runs RunGroupMember
+  }
   serving->engine_->Start();
   return serving;
 }

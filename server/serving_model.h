@@ -21,6 +21,10 @@ struct ServingModelOptions {
   std::string model_dir;
   std::string tokenizer_dir;  // empty: the model directory, if it has a tokenizer.json
   std::string backend = "auto";  // auto, cpu or cuda (moe/backend.h)
+  // Expert parallelism: the ranks the experts are spread over (engine.group is set from it).
+  // Rank 0's engine runs on its own thread; the other ranks call RunGroupMember.
+  dist::Communicator* comm = nullptr;
+  absl::Duration load_timeout = absl::Minutes(30);  // how long ranks wait for each other to load
   EngineOptions engine;  // text_streams is filled in from the tokenizer
 };
 
@@ -42,6 +46,8 @@ class ServingModel {
   void Stop() {
     if (engine_ != nullptr) engine_->Stop();
   }
+  // Ranks other than 0: runs this rank's engine until rank 0 stops the group.
+  absl::Status RunGroupMember() { return engine_->RunGroupMember(); }
 
  private:
   ServingModel() = default;

@@ -44,7 +44,8 @@ class Communicator {
   virtual absl::Status Broadcast(std::string& bytes, int root) = 0;
   // Element-wise over ranks, in place.
   virtual absl::Status AllReduce(absl::Span<int64_t> values, ReduceOp op) = 0;
-  virtual absl::Status Barrier() = 0;
+  // Waits up to `timeout` (not the communicator's own: ranks may load a model for minutes).
+  virtual absl::Status Barrier(absl::Duration timeout) = 0;
   // Point to point, for the relay between rank 0 and the others: every rank's `mine` to
   // `root`, which gets them in rank order in `all` (left empty on the other ranks). On a
   // timeout the root's error names the ranks that did not send.

@@ -34,7 +34,7 @@ class LocalCommunicator final : public Communicator {
     return root == 0 ? absl::OkStatus() : absl::InvalidArgumentError(absl::StrCat("Broadcast: no rank ", root));
   }
   absl::Status AllReduce(absl::Span<int64_t>, ReduceOp) override { return absl::OkStatus(); }
-  absl::Status Barrier() override { return absl::OkStatus(); }
+  absl::Status Barrier(absl::Duration) override { return absl::OkStatus(); }
   absl::Status Gather(const std::string& mine, std::vector<std::string>& all, int root) override {
     if (root != 0) return absl::InvalidArgumentError(absl::StrCat("Gather: no rank ", root));
     all.assign(1, mine);

@@ -1,10 +1,11 @@
 // The MPI communicator: one rank per process, over MPI_COMM_WORLD.
 //
 // Collectives are MPI's non-blocking ones, completed by polling under a deadline, so that a
-// peer that died or hangs ends the group (MPI_Abort, with a line naming the collective and,
-// for Gather, the ranks that never sent) instead of blocking every rank for ever. The
-// poll backs off from spinning to short sleeps, so idle ranks leave the cores to others
-// (CI runs four ranks on two cores).
+// peer that died or hangs ends the group instead of blocking every rank for ever. While a
+// rank waits it answers pings; the rank whose deadline passes pings every other rank, and
+// its MPI_Abort line names the collective and the ranks that did not answer. The poll backs
+// off from spinning to short sleeps, so idle ranks leave the cores to others (CI runs four
+// ranks on two cores).
 #include <mpi.h>
 
 #include <algorithm>
@@ -100,10 +101,10 @@ class MpiCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
-  absl::Status Barrier() override {
+  absl::Status Barrier(absl::Duration timeout) override {
     MPI_Request req;
     MPI_Ibarrier(MPI_COMM_WORLD, &req);
-    Wait(req, "Barrier");
+    Wait(req, "Barrier", timeout);
     return absl::OkStatus();
   }
 
@@ -146,7 +147,10 @@ class MpiCommunicator final : public Communicator {
         Abort(absl::StrCat("Gather: no message from rank ", absl::StrJoin(missing, ", "), " within ",
                            absl::FormatDuration(options_.timeout), "; that rank died or hangs"));
       }
-      if (left > 0) Backoff(polls);
+      if (left > 0) {
+        AnswerPings();
+        Backoff(polls);
+      }
     }
     return absl::OkStatus();
   }
@@ -159,7 +163,54 @@ class MpiCommunicator final : public Communicator {
 
  private:
   static constexpr int64_t kMaxCount = 0x7fffffff;
-  static constexpr int kGatherTag = 7001;
+  static constexpr int kGatherTag = 7001, kPingTag = 7002, kPongTag = 7003;
+
+  // A waiting rank is alive: it answers whoever asks.
+  void AnswerPings() {
+    for (int flag = 1; flag;) {
+      MPI_Status status;
+      MPI_Iprobe(MPI_ANY_SOURCE, kPingTag, MPI_COMM_WORLD, &flag, &status);
+      if (!flag) break;
+      char byte;
+      MPI_Recv(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kPingTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Request req;
+      MPI_Isend(&kPong, 1, MPI_CHAR, status.MPI_SOURCE, kPongTag, MPI_COMM_WORLD, &req);
+      MPI_Request_free(&req);
+    }
+  }
+
+  // The ranks that do not answer a ping within two seconds: dead or hung.
+  std::vector<int> Unresponsive() {
+    std::vector<bool> answered(size_, false);
+    answered[rank_] = true;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      MPI_Request req;
+      MPI_Isend(&kPing, 1, MPI_CHAR, r, kPingTag, MPI_COMM_WORLD, &req);
+      MPI_Request_free(&req);
+    }
+    const absl::Time deadline = absl::Now() + absl::Seconds(2);
+    while (absl::Now() < deadline) {
+      AnswerPings();
+      int flag = 0;
+      MPI_Status status;
+      MPI_Iprobe(MPI_ANY_SOURCE, kPongTag, MPI_COMM_WORLD, &flag, &status);
+      if (flag) {
+        char byte;
+        MPI_Recv(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kPongTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        answered[status.MPI_SOURCE] = true;
+        if (std::all_of(answered.begin(), answered.end(), [](bool a) { return a; })) break;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    std::vector<int> silent;
+    for (int r = 0; r < size_; ++r) {
+      if (!answered[r]) silent.push_back(r);
+    }
+    return silent;
+  }
+  static constexpr char kPing = 1, kPong = 2;
 
   // Spin briefly (steps come back to back), then yield, then sleep.
   static void Backoff(int polls) {
@@ -171,16 +222,21 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  void Wait(MPI_Request& req, const char* what) {
-    const absl::Time deadline = absl::Now() + options_.timeout;
+  void Wait(MPI_Request& req, const char* what, absl::Duration timeout = absl::ZeroDuration()) {
+    if (timeout == absl::ZeroDuration()) timeout = options_.timeout;
+    const absl::Time deadline = absl::Now() + timeout;
     for (int polls = 0;; ++polls) {
       int flag = 0;
       MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
       if (flag) return;
       if ((polls & 63) == 0 && absl::Now() > deadline) {
-        Abort(absl::StrCat(what, " did not complete within ", absl::FormatDuration(options_.timeout),
-                           ": another rank died or hangs"));
+        const std::vector<int> silent = Unresponsive();
+        Abort(absl::StrCat(what, " did not complete within ", absl::FormatDuration(timeout), ": ",
+                           silent.empty() ? "every rank answers, but one never joined it"
+                                          : absl::StrCat("rank ", absl::StrJoin(silent, ", "),
+                                                         " does not answer (died or hangs)")));
       }
+      AnswerPings();
       Backoff(polls);
     }
   }

@@ -297,10 +297,14 @@ absl::StatusOr<bool> Engine::Step() {
 }
 
 absl::Status Engine::ExchangeOutputs() {
+  const ExpertTraffic traffic = model_.expert_traffic();
   const RankLoad mine{.running = scheduler_.num_running(),
                       .waiting = scheduler_.num_waiting(),
                       .free_blocks = blocks_.num_free_blocks(),
-                      .total_blocks = blocks_.num_blocks()};
+                      .total_blocks = blocks_.num_blocks(),
+                      .steps = steps_ + idle_steps_,
+                      .expert_rows_sent = traffic.rows_sent,
+                      .expert_rows_received = traffic.rows_received};
   ASSIGN_OR_RETURN(const std::vector<AbortOrder> finished, relay_->ExchangeOutputs(mine));
   {
     absl::MutexLock lock(&mu_);
@@ -380,8 +384,11 @@ void Engine::PublishStats() {
             .phase_times = phase_times_};
   if (relay_ != nullptr && relay_->rank() == 0) {
     stats_.ranks = relay_->loads();
+    const ExpertTraffic traffic = model_.expert_traffic();
     stats_.ranks[0] = {.running = stats_.running, .waiting = stats_.waiting,
-                       .free_blocks = stats_.free_blocks, .total_blocks = stats_.total_blocks};
+                       .free_blocks = stats_.free_blocks, .total_blocks = stats_.total_blocks,
+                       .steps = steps_ + idle_steps_, .expert_rows_sent = traffic.rows_sent,
+                       .expert_rows_received = traffic.rows_received};
     stats_.running = stats_.waiting = stats_.free_blocks = stats_.total_blocks = 0;
     for (const RankLoad& load : stats_.ranks) {
       stats_.running += load.running;

@@ -1,5 +1,7 @@
 #include "runtime/engine/group_relay.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/engine/wire.h"
 #include "runtime/status_macros.h"
@@ -10,6 +12,15 @@ namespace {
 enum class Record : uint8_t { kDelta = 1, kFinal = 2 };
 
 }  // namespace
+
+double LoadImbalance(const std::vector<RankLoad>& ranks) {
+  int64_t total = 0, most = 0;
+  for (const RankLoad& r : ranks) {
+    total += r.running + r.waiting;
+    most = std::max<int64_t>(most, r.running + r.waiting);
+  }
+  return total == 0 ? 1.0 : double(most) * ranks.size() / total;
+}
 
 // Runs a relayed request's outputs into the rank's outbox, tagged with its submission.
 class GroupRelay::RelaySink final : public OutputSink {
@@ -134,6 +145,7 @@ absl::StatusOr<bool> GroupRelay::AnyWork(bool mine) {
 absl::StatusOr<std::vector<AbortOrder>> GroupRelay::ExchangeOutputs(const RankLoad& mine) {
   WireWriter w;
   w.Put(mine.running), w.Put(mine.waiting), w.Put(mine.free_blocks), w.Put(mine.total_blocks);
+  w.Put(mine.steps), w.Put(mine.expert_rows_sent), w.Put(mine.expert_rows_received);
   w.Put(std::string_view(outbox_));
   outbox_.clear();
   std::vector<std::string> all;
@@ -147,6 +159,9 @@ absl::StatusOr<std::vector<AbortOrder>> GroupRelay::ExchangeOutputs(const RankLo
     ASSIGN_OR_RETURN(load.waiting, r.Get<int>());
     ASSIGN_OR_RETURN(load.free_blocks, r.Get<int>());
     ASSIGN_OR_RETURN(load.total_blocks, r.Get<int>());
+    ASSIGN_OR_RETURN(load.steps, r.Get<int64_t>());
+    ASSIGN_OR_RETURN(load.expert_rows_sent, r.Get<int64_t>());
+    ASSIGN_OR_RETURN(load.expert_rows_received, r.Get<int64_t>());
     ASSIGN_OR_RETURN(const std::string outputs, r.GetString());
     RETURN_IF_ERROR(Deliver(rank, outputs, finished));
   }

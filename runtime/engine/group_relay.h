@@ -49,7 +49,14 @@ struct RankLoad {
   int waiting = 0;
   int free_blocks = 0;
   int total_blocks = 0;
+  int64_t steps = 0;               // since the start, idle ones included
+  int64_t expert_rows_sent = 0;    // since the start (Model::expert_traffic)
+  int64_t expert_rows_received = 0;
 };
+
+// Sequences (running + waiting) on the busiest rank over the mean per rank: 1 is balanced,
+// R is everything on one rank of R; 1 with no sequences at all.
+double LoadImbalance(const std::vector<RankLoad>& ranks);
 
 class GroupRelay {
  public:

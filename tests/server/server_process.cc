@@ -26,8 +26,10 @@ bool Has(const std::vector<std::string>& args, const std::string& flag) {
                      [&](const std::string& a) { return absl::StartsWith(a, flag); });
 }
 
-// Starts the binary with stdout into a pipe (returned) and stderr into `log_path`.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path, int* stdout_fd) {
+// Starts the binary (under mpirun with `ranks` > 1, in a process group of its own) with
+// stdout into a pipe (returned) and stderr into `log_path`.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path, int* stdout_fd,
+            int ranks = 1) {
   int fds[2];
   if (pipe(fds) != 0) return -1;
   const pid_t pid = fork();
@@ -36,7 +38,13 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path, i
     FILE* log = std::fopen(log_path.c_str(), "w");
     if (log != nullptr) dup2(fileno(log), STDERR_FILENO);
     close(fds[0]);
-    std::vector<std::string> argv_strings = {Binary()};
+    setpgid(0, 0);
+    std::vector<std::string> argv_strings;
+    if (ranks > 1) {
+      argv_strings = {MOE_MPIRUN, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none",
+                      "-np", std::to_string(ranks)};
+    }
+    argv_strings.push_back(Binary());
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (std::string& s : argv_strings) argv.push_back(s.data());
@@ -52,7 +60,8 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path, i
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<std::string> args,
-                                                                    absl::Duration timeout) {
+                                                                    absl::Duration timeout, int ranks) {
+  if (ranks > 1 && std::string(MOE_MPIRUN).empty()) return absl::UnimplementedError("this build has no mpirun");
   if (!Has(args, "--port")) args.push_back("--port=0");
   if (!Has(args, "--metrics_port")) args.push_back("--metrics_port=0");
   // Tests run in parallel: a small KV cache each, not the 1 GiB default.
@@ -63,8 +72,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
   server->log_path_ = (std::filesystem::temp_directory_path() /
                        absl::StrCat("moe_server_test.", getpid(), ".", counter++, ".log"))
                           .string();
-  server->pid_ = Spawn(args, server->log_path_, &server->stdout_fd_);
+  server->pid_ = Spawn(args, server->log_path_, &server->stdout_fd_, ranks);
   if (server->pid_ < 0) return absl::InternalError("fork failed");
+  server->group_ = ranks > 1;
   std::string out;
   const absl::Time deadline = absl::Now() + timeout;
   while (!absl::StrContains(out, "moe-server: serving")) {
@@ -105,8 +115,10 @@ std::pair<int, std::string> ServerProcess::RunToExit(const std::vector<std::stri
 
 ServerProcess::~ServerProcess() {
   if (pid_ > 0) {
-    kill(pid_, SIGKILL);
+    kill(group_ ? -pid_ : pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
+  } else if (group_ && leader_ > 0) {
+    kill(-leader_, SIGKILL);  // ranks mpirun left behind
   }
   if (stdout_fd_ >= 0) close(stdout_fd_);
   if (!log_path_.empty()) std::filesystem::remove(log_path_);
@@ -124,11 +136,23 @@ int ServerProcess::Wait(absl::Duration timeout) {
     int status = 0;
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
+      leader_ = pid_;
       pid_ = -1;
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     if (absl::Now() > deadline) return -1;
     absl::SleepFor(absl::Milliseconds(10));
+  }
+  return -1;
+}
+
+pid_t ServerProcess::RankPid(int rank) const {
+  const std::string log = Log();
+  const std::string key = absl::StrCat("rank ", rank, " of ");
+  for (size_t at = log.find(key); at != std::string::npos; at = log.find(key, at + 1)) {
+    const size_t pid_at = log.find("(pid ", at);
+    if (pid_at == std::string::npos) break;
+    return static_cast<pid_t>(std::atol(log.c_str() + pid_at + 5));
   }
   return -1;
 }

@@ -22,9 +22,10 @@ namespace moe::testing {
 class ServerProcess {
  public:
   // `args` come after the binary; --port 0, --metrics_port 0 and --kv_blocks 1024 are added
-  // unless given.
+  // unless given. With `ranks` > 1 it runs under mpirun, as that many ranks in its own
+  // process group (killed whole by the destructor).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
-      std::vector<std::string> args, absl::Duration timeout = absl::Seconds(60));
+      std::vector<std::string> args, absl::Duration timeout = absl::Seconds(60), int ranks = 1);
   // Runs moe-server to its end: (exit code, stdout + stderr).
   static std::pair<int, std::string> RunToExit(const std::vector<std::string>& args);
   ~ServerProcess();
@@ -34,6 +35,9 @@ class ServerProcess {
   int metrics_port() const { return metrics_port_; }
 
   void Signal(int sig);
+  // Under mpirun: the pid of rank `rank`, from the line each rank logs once loaded; -1 if
+  // that rank has not logged it.
+  pid_t RankPid(int rank) const;
   // Waits for the exit; the exit code, or 128 + signal; -1 past the timeout.
   int Wait(absl::Duration timeout = absl::Seconds(60));
   std::string Log() const;  // its stderr so far
@@ -42,6 +46,8 @@ class ServerProcess {
   ServerProcess() = default;
 
   pid_t pid_ = -1;
+  pid_t leader_ = -1;   // the process group, once pid_ was reaped
+  bool group_ = false;  // under mpirun, in a process group of its own
   int stdout_fd_ = -1;
   std::string log_path_;
   int port_ = 0;
