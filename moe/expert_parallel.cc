@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/time/clock.h"
 #include "moe/experts.h"
 #include "runtime/check.h"
 #include "runtime/status_macros.h"
@@ -34,6 +35,7 @@ absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& x
   std::vector<int32_t> mine(E);
   for (int e = 0; e < E; ++e) mine[e] = expert_offsets[e + 1] - expert_offsets[e];
   std::vector<int32_t> counts;  // [R, E]
+  absl::Time t0 = absl::Now();
   RETURN_IF_ERROR(dist::AllGather<int32_t>(comm_, mine, counts));
   if (routed != nullptr) {
     routed->assign(E, 0);
@@ -56,6 +58,7 @@ absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& x
   RETURN_IF_ERROR(dist::AllToAllV<float>(
       comm_, absl::MakeConstSpan(xs.data<float>(), xs.numel()), send_floats,
       absl::MakeSpan(remote_x.data<float>(), remote_x.numel()), recv_floats));
+  absl::Duration exchange = absl::Now() - t0;
 
   // 3. Regroup expert by expert (source rank order within each), run, and put back.
   const int L = shard_.count();
@@ -89,9 +92,12 @@ absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& x
   }
 
   // 4. Results go back the way their rows came.
+  t0 = absl::Now();
   RETURN_IF_ERROR(dist::AllToAllV<float>(comm_, absl::MakeConstSpan(remote_y.data<float>(), remote_y.numel()),
                                          recv_floats, absl::MakeSpan(ys.data<float>(), ys.numel()),
                                          send_floats));
+  exchange += absl::Now() - t0;
+  exchange_ns_.fetch_add(absl::ToInt64Nanoseconds(exchange), std::memory_order_relaxed);
   rows_sent_.fetch_add(xs.dim(0) - send_rows[me], std::memory_order_relaxed);
   rows_received_.fetch_add(total_recv - recv_rows[me], std::memory_order_relaxed);
   return absl::OkStatus();
@@ -99,7 +105,8 @@ absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& x
 
 ExpertTraffic ExpertGroup::traffic() const {
   return {.rows_sent = rows_sent_.load(std::memory_order_relaxed),
-          .rows_received = rows_received_.load(std::memory_order_relaxed)};
+          .rows_received = rows_received_.load(std::memory_order_relaxed),
+          .exchange_seconds = exchange_ns_.load(std::memory_order_relaxed) * 1e-9};
 }
 
 }  // namespace moe

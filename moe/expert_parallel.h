@@ -66,7 +66,7 @@ class ExpertGroup {
  private:
   ExpertShard shard_;
   dist::Communicator& comm_;
-  std::atomic<int64_t> rows_sent_{0}, rows_received_{0};
+  std::atomic<int64_t> rows_sent_{0}, rows_received_{0}, exchange_ns_{0};
 };
 
 }  // namespace moe

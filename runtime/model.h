@@ -26,10 +26,11 @@ struct ModelInfo {
 };
 
 // Expert parallelism: routed rows this rank sent to other ranks' experts and received for
-// its own, since it started.
+// its own, and the time it spent in those exchanges, since it started.
 struct ExpertTraffic {
   int64_t rows_sent = 0;
   int64_t rows_received = 0;
+  double exchange_seconds = 0;  // in the collectives of the MoE layers, waiting included
 };
 
 class Model {

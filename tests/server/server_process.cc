@@ -146,14 +146,16 @@ int ServerProcess::Wait(absl::Duration timeout) {
   return -1;
 }
 
-pid_t ServerProcess::RankPid(int rank) const {
-  const std::string log = Log();
+pid_t ServerProcess::RankPid(int rank, absl::Duration timeout) const {
   const std::string key = absl::StrCat("rank ", rank, " of ");
-  for (size_t at = log.find(key); at != std::string::npos; at = log.find(key, at + 1)) {
-    const size_t pid_at = log.find("(pid ", at);
-    if (pid_at == std::string::npos) break;
-    return static_cast<pid_t>(std::atol(log.c_str() + pid_at + 5));
-  }
+  const absl::Time deadline = absl::Now() + timeout;
+  do {
+    const std::string log = Log();
+    const size_t at = log.find(key);
+    const size_t pid_at = at == std::string::npos ? at : log.find("(pid ", at);
+    if (pid_at != std::string::npos) return static_cast<pid_t>(std::atol(log.c_str() + pid_at + 5));
+    absl::SleepFor(absl::Milliseconds(20));
+  } while (absl::Now() < deadline);
   return -1;
 }
 

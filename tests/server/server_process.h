@@ -35,9 +35,9 @@ class ServerProcess {
   int metrics_port() const { return metrics_port_; }
 
   void Signal(int sig);
-  // Under mpirun: the pid of rank `rank`, from the line each rank logs once loaded; -1 if
-  // that rank has not logged it.
-  pid_t RankPid(int rank) const;
+  // Under mpirun: the pid of rank `rank`, from the line each rank logs once loaded (waiting
+  // up to `timeout` for it); -1 if that rank has not logged it.
+  pid_t RankPid(int rank, absl::Duration timeout = absl::Seconds(30)) const;
   // Waits for the exit; the exit code, or 128 + signal; -1 past the timeout.
   int Wait(absl::Duration timeout = absl::Seconds(60));
   std::string Log() const;  // its stderr so far

@@ -1,0 +1,130 @@
+// bench-ep: what expert parallelism costs on this machine's CPU ranks. Run it under mpirun;
+// each rank loads its share of the experts and runs decode-shaped steps of B sequences
+// (one new token each) through the whole model, every rank at once.
+//
+//   moe-make-model --config tests/data/configs/qwen3-30b-a3b.json --layers 4 --out /tmp/q4
+//   mpirun -np 4 bench-ep --model /tmp/q4 --batch 1,64,256 --steps 5
+//
+// Per batch size it prints, for one rank and one MoE layer: the routed rows and bytes it
+// sent to other ranks (computed from the routing the steps made; each way, f32 rows of D),
+// the time in the exchange (the collectives, waits for slower ranks included), and the time
+// of the whole step, the slowest rank's. -np 1 gives the same step with no exchange.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "moe/moe_model.h"
+#include "runtime/dist/communicator.h"
+#include "runtime/status_macros.h"
+
+ABSL_FLAG(std::string, model, "", "model directory (a random-weight one from moe-make-model)");
+ABSL_FLAG(std::string, batch, "1,64,256", "sequences per rank in a step, comma-separated");
+ABSL_FLAG(int, steps, 5, "timed steps per batch size (after one warm-up step)");
+
+namespace moe {
+namespace {
+
+// B sequences of one token each, each in its own KV block.
+StepBatch DecodeShapedBatch(int B, int vocab, int block_size, int rank) {
+  StepBatch b;
+  b.max_blocks_per_seq = 1;
+  b.query_starts.push_back(0);
+  for (int s = 0; s < B; ++s) {
+    b.token_ids.push_back((7919 * (s + 1) + 104729 * rank) % vocab);  // tokens differ by rank
+    b.positions.push_back(0);
+    b.slot_mapping.push_back(int64_t{s} * block_size);
+    b.query_starts.push_back(s + 1);
+    b.context_lens.push_back(1);
+    b.block_tables.push_back(s);
+    b.logits_rows.push_back(s);
+  }
+  return b;
+}
+
+absl::Status Run(dist::Communicator& comm) {
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) return absl::InvalidArgumentError("--model is required");
+  std::vector<int> batches;
+  for (absl::string_view piece : absl::StrSplit(absl::GetFlag(FLAGS_batch), ',', absl::SkipEmpty())) {
+    int b;
+    if (!absl::SimpleAtoi(piece, &b) || b < 1) return absl::InvalidArgumentError("--batch: positive integers");
+    batches.push_back(b);
+  }
+  const int steps = absl::GetFlag(FLAGS_steps);
+  if (steps < 1) return absl::InvalidArgumentError("--steps must be >= 1");
+  const absl::Time load_start = absl::Now();
+  ASSIGN_OR_RETURN(std::unique_ptr<MoeModel> model, MoeModel::Load(dir, &comm));
+  RETURN_IF_ERROR(comm.Barrier(absl::Minutes(30)));
+  const MoeConfig& c = model->config();
+  int moe_layers = 0;
+  for (int l = 0; l < c.num_layers; ++l) moe_layers += c.IsMoeLayer(l);
+  const int R = comm.Size();
+  if (comm.Rank() == 0) {
+    std::printf("bench-ep: %s, %d layers (%d MoE), D %d, %d experts top-%d, %d ranks (%d experts each, "
+                "the first %d one more), loaded in %.1f s\n",
+                c.architecture_name.c_str(), c.num_layers, moe_layers, c.hidden_size, c.num_experts, c.top_k,
+                R, c.num_experts / R, c.num_experts % R, absl::ToDoubleSeconds(absl::Now() - load_start));
+    std::printf("%4s %9s %14s %16s %14s %12s %10s\n", "EP", "batch/rank", "rows sent/layer",
+                "MB sent/layer", "exchange ms", "step ms", "exchange %");
+  }
+  constexpr int kBlockSize = 16;
+  for (const int B : batches) {
+    ASSIGN_OR_RETURN(KvCache kv, model->CreateKvCache({.num_layers = c.num_layers, .num_blocks = B,
+                                                       .block_size = kBlockSize,
+                                                       .num_kv_heads = c.num_kv_heads,
+                                                       .head_dim = c.head_dim}));
+    const StepBatch batch = DecodeShapedBatch(B, c.vocab_size, kBlockSize, comm.Rank());
+    RETURN_IF_ERROR(model->Forward(batch, kv).status());  // warm-up
+    const ExpertTraffic before = model->expert_traffic();
+    double step_seconds = 0;
+    for (int s = 0; s < steps; ++s) {
+      RETURN_IF_ERROR(comm.Barrier(absl::Minutes(1)));
+      const absl::Time t0 = absl::Now();
+      RETURN_IF_ERROR(model->Forward(batch, kv).status());
+      step_seconds += absl::ToDoubleSeconds(absl::Now() - t0);
+    }
+    const ExpertTraffic after = model->expert_traffic();
+    const int64_t per_layer_step = int64_t{steps} * std::max(moe_layers, 1);
+    // [rows sent, exchange ns, step ns]: mean rows over ranks, the slowest rank's times.
+    std::vector<int64_t> sum = {after.rows_sent - before.rows_sent};
+    std::vector<int64_t> most = {static_cast<int64_t>((after.exchange_seconds - before.exchange_seconds) * 1e9),
+                                 static_cast<int64_t>(step_seconds * 1e9)};
+    RETURN_IF_ERROR(comm.AllReduce(absl::MakeSpan(sum), dist::ReduceOp::kSum));
+    RETURN_IF_ERROR(comm.AllReduce(absl::MakeSpan(most), dist::ReduceOp::kMax));
+    if (comm.Rank() != 0) continue;
+    const double rows = double(sum[0]) / R / per_layer_step;
+    const double mb = rows * c.hidden_size * sizeof(float) / 1e6;
+    const double exchange_ms = most[0] * 1e-6 / per_layer_step;
+    const double step_ms = most[1] * 1e-6 / steps;
+    std::printf("%4d %9d %14.1f %16.3f %14.3f %12.2f %9.1f%%\n", R, B, rows, mb, exchange_ms, step_ms,
+                step_ms > 0 ? 100.0 * exchange_ms * moe_layers / step_ms : 0.0);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Measures the expert-parallel exchange and step: mpirun -np R bench-ep --model DIR");
+  absl::ParseCommandLine(argc, argv);
+  auto comm = moe::dist::MakeCommunicator({.timeout = absl::Minutes(5)});
+  if (!comm.ok()) {
+    std::cerr << "bench-ep: " << comm.status().message() << "\n";
+    return 1;
+  }
+  const absl::Status status = moe::Run(**comm);
+  if (!status.ok()) {
+    std::cerr << "bench-ep (rank " << (*comm)->Rank() << "): " << status.message() << "\n";
+    if ((*comm)->Size() > 1) (*comm)->Abort(std::string(status.message()));
+    return 1;
+  }
+  return 0;
+}
