@@ -92,6 +92,13 @@ absl::Status MoeModel::FeedForwardLayer(int l, const Tensor& h, Tensor& out) {
   return absl::OkStatus();
 }
 
+DType MoeModel::expert_dtype() const {
+  for (const LayerWeights& layer : weights_.layers) {
+    if (layer.ffn.is_moe()) return layer.ffn.experts.gate_up.dtype();
+  }
+  return DType::kF32;
+}
+
 absl::Status MoeModel::ForwardIdle() {
   if (group_ == nullptr) return absl::OkStatus();
   const int64_t D = config_.hidden_size;

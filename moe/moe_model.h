@@ -36,6 +36,8 @@ class MoeModel final : public Model {
   absl::Status ForwardIdle() override;
   // Under expert parallelism, summed over every rank's tokens.
   std::vector<int64_t> RoutedTokensPerExpert() const override;
+  // The dtype the routed experts are kept in (bf16 or f32), for memory accounting.
+  DType expert_dtype() const;
   ExpertTraffic expert_traffic() const override { return group_ ? group_->traffic() : ExpertTraffic{}; }
 
   // Called in every MoE layer of every Forward (tests and debugging).

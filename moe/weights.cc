@@ -126,6 +126,8 @@ class Loader {
       CopyInto(g, gate_up.Slice(0, I));
       CopyInto(u, gate_up.Slice(I, 2 * I));
       CopyInto(d, w.down.Slice(i, i + 1).Reshape({D, I}));
+      // The stacked copy is what stays: the file's pages need not stay resident too.
+      for (const char* which : gate_up_down) ckpt_.DropPages(name(e, which));
     }
     return w;
   }

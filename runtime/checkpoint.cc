@@ -78,6 +78,11 @@ absl::StatusOr<Tensor> Checkpoint::Get(const std::string& name) const {
   return it->second->Get(name);
 }
 
+void Checkpoint::DropPages(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it != where_.end()) it->second->DropPages(name);
+}
+
 std::string Checkpoint::FileOf(const std::string& name) const {
   auto it = where_.find(name);
   return it == where_.end() ? dir_ : it->second->path();

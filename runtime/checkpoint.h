@@ -24,6 +24,9 @@ class Checkpoint {
 
   bool Contains(const std::string& name) const { return where_.count(name) > 0; }
   absl::StatusOr<Tensor> Get(const std::string& name) const;
+  // For a tensor whose data was copied out: its file pages leave this process's resident
+  // memory (they are read back from the page cache if it is read again).
+  void DropPages(const std::string& name) const;
   // The file holding `name` (for error messages), or the directory if none does.
   std::string FileOf(const std::string& name) const;
   std::vector<std::string> names() const;

@@ -22,6 +22,10 @@ class MappedFile {
 
   const std::string& path() const { return path_; }
   absl::Span<const std::byte> bytes() const { return {data_, size_}; }
+  // Drops the pages over [begin, begin + bytes) from this process's resident memory, for data
+  // already copied out. The mapping is read-only, so nothing is lost: a later read faults
+  // the pages back in from the page cache.
+  void DropPages(size_t begin, size_t bytes) const;
 
  private:
   MappedFile(std::string path, const std::byte* data, size_t size)

@@ -134,6 +134,13 @@ std::vector<std::string> SafetensorsFile::names() const {
   return out;
 }
 
+void SafetensorsFile::DropPages(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return;
+  const TensorSpec& spec = it->second.spec;
+  file_->DropPages(it->second.begin, NumElements(spec.shape) * DTypeSize(spec.dtype));
+}
+
 absl::StatusOr<Tensor> SafetensorsFile::Get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {

@@ -47,6 +47,8 @@ class SafetensorsFile {
   // A view into the mapped file that keeps the mapping alive; a copy when the tensor's data
   // is not aligned to its element size in the file.
   absl::StatusOr<Tensor> Get(const std::string& name) const;
+  // Drops the mapped pages of `name` from this process's resident memory (MappedFile::DropPages).
+  void DropPages(const std::string& name) const;
 
  private:
   struct Entry {

@@ -11,13 +11,17 @@
 // of the whole step, the slowest rank's. -np 1 gives the same step with no exchange.
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "moe/moe_model.h"
@@ -30,6 +34,20 @@ ABSL_FLAG(int, steps, 5, "timed steps per batch size (after one warm-up step)");
 
 namespace moe {
 namespace {
+
+// VmHWM of this process (Linux), 0 where it cannot be read.
+int64_t PeakResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmHWM:")) {
+      int64_t kb = 0;
+      absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kb);
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
 
 // B sequences of one token each, each in its own KV block.
 StepBatch DecodeShapedBatch(int B, int vocab, int block_size, int rank) {
@@ -67,10 +85,12 @@ absl::Status Run(dist::Communicator& comm) {
   for (int l = 0; l < c.num_layers; ++l) moe_layers += c.IsMoeLayer(l);
   const int R = comm.Size();
   if (comm.Rank() == 0) {
-    std::printf("bench-ep: %s, %d layers (%d MoE), D %d, %d experts top-%d, %d ranks (%d experts each, "
-                "the first %d one more), loaded in %.1f s\n",
+    std::printf("bench-ep: %s, %d layers (%d MoE), D %d, %d experts top-%d over %d ranks (%d each%s), "
+                "loaded in %.1f s\n",
                 c.architecture_name.c_str(), c.num_layers, moe_layers, c.hidden_size, c.num_experts, c.top_k,
-                R, c.num_experts / R, c.num_experts % R, absl::ToDoubleSeconds(absl::Now() - load_start));
+                R, c.num_experts / R,
+                c.num_experts % R ? absl::StrCat(", the first ", c.num_experts % R, " one more").c_str() : "",
+                absl::ToDoubleSeconds(absl::Now() - load_start));
     std::printf("%4s %9s %14s %16s %14s %12s %10s\n", "EP", "batch/rank", "rows sent/layer",
                 "MB sent/layer", "exchange ms", "step ms", "exchange %");
   }
@@ -105,6 +125,17 @@ absl::Status Run(dist::Communicator& comm) {
     const double step_ms = most[1] * 1e-6 / steps;
     std::printf("%4d %9d %14.1f %16.3f %14.3f %12.2f %9.1f%%\n", R, B, rows, mb, exchange_ms, step_ms,
                 step_ms > 0 ? 100.0 * exchange_ms * moe_layers / step_ms : 0.0);
+  }
+  // Peak resident memory per rank against what it should hold: its experts plus the rest.
+  std::vector<int64_t> peaks;
+  RETURN_IF_ERROR(dist::AllGather<int64_t>(comm, std::vector<int64_t>{PeakResidentBytes()}, peaks));
+  if (comm.Rank() == 0) {
+    const double expert_gb = double(c.num_experts) * 3 * c.expert_intermediate_size * c.hidden_size *
+                             moe_layers * DTypeSize(model->expert_dtype()) / 1e9;
+    std::printf("routed expert weights: %.2f GB in all, %.2f GB per rank; peak resident GB per rank:",
+                expert_gb, expert_gb / R);
+    for (int64_t p : peaks) std::printf(" %.2f", p / 1e9);
+    std::printf("\n");
   }
   return absl::OkStatus();
 }
