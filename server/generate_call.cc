@@ -132,7 +132,9 @@ void GenerateCall::OnFinal(const FinalOutput& final) {
   }
   if (final.reason == FinishReason::kError) {
     absl::MutexLock lock(&mu_);
-    status_ = grpc::Status(grpc::StatusCode::INTERNAL, std::string(final.error.message()));
+    // An engine failure is INTERNAL; a group that lost a rank says UNAVAILABLE (retry later).
+    status_ = absl::IsUnavailable(final.error) ? ToGrpcStatus(final.error)
+                                               : grpc::Status(grpc::StatusCode::INTERNAL, std::string(final.error.message()));
   }
   Enqueue(std::move(response));
 }

@@ -219,6 +219,14 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
     return absl::OkStatus();
   }
   service.StartServing(serving->get());
+  if (comm.Size() > 1) {
+    // A rank died or hangs: the group is about to end. Say so before it does.
+    comm.AddAbortHandler([&service, engine = &(*serving)->engine()](const std::string& reason) {
+      service.StartDraining();  // health: NOT_SERVING, new requests UNAVAILABLE
+      engine->FailEverything(absl::UnavailableError(absl::StrCat("the expert-parallel group is ending: ", reason)));
+      service.WaitForStreams(absl::Seconds(2));  // let the streams send their status
+    });
+  }
   const std::string ranks = comm.Size() > 1 ? absl::StrCat(", experts over ", comm.Size(), " ranks") : "";
   std::printf("moe-server: serving %s (%s backend, %d KV blocks of %d%s) on %s:%d, loaded in %s\n",
               (*serving)->model().info().architecture.c_str(), (*serving)->backend().c_str(),

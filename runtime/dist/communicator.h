@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -50,8 +51,23 @@ class Communicator {
   // `root`, which gets them in rank order in `all` (left empty on the other ranks). On a
   // timeout the root's error names the ranks that did not send.
   virtual absl::Status Gather(const std::string& mine, std::vector<std::string>& all, int root) = 0;
-  // Ends every rank of the group now (a rank that cannot go on), after logging `reason`.
+  // Ends every rank of the group now (a rank that cannot go on), after logging `reason` and
+  // running the abort handlers.
   [[noreturn]] virtual void Abort(const std::string& reason) = 0;
+
+  // Runs on the aborting rank, in the order added, before the group ends: a server tells its
+  // clients. Add handlers before the first step; they must not call collectives.
+  void AddAbortHandler(std::function<void(const std::string& reason)> handler) {
+    abort_handlers_.push_back(std::move(handler));
+  }
+
+ protected:
+  void RunAbortHandlers(const std::string& reason) {
+    for (const auto& handler : abort_handlers_) handler(reason);
+  }
+
+ private:
+  std::vector<std::function<void(const std::string&)>> abort_handlers_;
 };
 
 // One rank, no copies but the one from send to recv.

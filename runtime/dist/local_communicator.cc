@@ -42,6 +42,7 @@ class LocalCommunicator final : public Communicator {
   }
   [[noreturn]] void Abort(const std::string& reason) override {
     std::cerr << "rank 0: aborting: " << reason << std::endl;
+    RunAbortHandlers(reason);
     std::abort();
   }
 };

@@ -157,6 +157,7 @@ class MpiCommunicator final : public Communicator {
 
   [[noreturn]] void Abort(const std::string& reason) override {
     std::cerr << "rank " << rank_ << ": aborting the group: " << reason << std::endl;
+    RunAbortHandlers(absl::StrCat("rank ", rank_, ": ", reason));
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::abort();
   }

@@ -471,6 +471,17 @@ void Engine::Loop() {
   }
 }
 
+void Engine::FailEverything(const absl::Status& status) {
+  for (auto& [id, state] : requests_) {
+    for (auto& seq : state.choices) {
+      if (seq->status == SequenceStatus::kFinished) continue;
+      seq->status = SequenceStatus::kFinished;
+      seq->sink->OnFinal({.choice = seq->choice, .reason = FinishReason::kError, .error = status});
+    }
+  }
+  if (relay_ != nullptr) relay_->FailRelayed(status);
+}
+
 EngineStats Engine::GetStats() const {
   absl::MutexLock lock(&mu_);
   return stats_;

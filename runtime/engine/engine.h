@@ -104,6 +104,12 @@ class Engine {
 
   EngineStats GetStats() const;
 
+  // For a group that is aborting (a Communicator abort handler): every open request, here or
+  // relayed to another rank, gets a final record of kError with `status`, now, on the
+  // calling thread, with no step. Only while the engine thread is stopped or blocked inside
+  // a step, where the abort handler runs; the engine is unusable afterwards.
+  void FailEverything(const absl::Status& status);
+
  private:
   struct RequestState {
     uint64_t submission = 0;  // which Submit() of this id: a stale Abort must not match

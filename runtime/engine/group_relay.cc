@@ -82,7 +82,8 @@ absl::StatusOr<GroupRelay::Control> GroupRelay::ExchangeControl(std::vector<Subm
         continue;
       }
       placed_on_[s.number] = rank;
-      relayed_[s.number] = {.request_id = s.request->id, .sink = s.sink, .unfinished = s.request->sampling.n};
+      relayed_[s.number] = {.request_id = s.request->id, .sink = s.sink, .unfinished = s.request->sampling.n,
+                            .finished = std::vector<bool>(s.request->sampling.n, false)};
       remote.emplace_back(rank, &s);
     }
     w.Put<uint64_t>(remote.size());
@@ -168,6 +169,17 @@ absl::StatusOr<std::vector<AbortOrder>> GroupRelay::ExchangeOutputs(const RankLo
   return finished;
 }
 
+void GroupRelay::FailRelayed(const absl::Status& status) {
+  for (auto& [number, relayed] : relayed_) {
+    for (size_t c = 0; c < relayed.finished.size(); ++c) {
+      if (relayed.finished[c]) continue;
+      relayed.finished[c] = true;
+      relayed.sink->OnFinal({.choice = static_cast<int>(c), .reason = FinishReason::kError, .error = status});
+    }
+  }
+  relayed_.clear();
+}
+
 absl::Status GroupRelay::Deliver(int rank, const std::string& outputs, std::vector<AbortOrder>& finished) {
   WireReader r(outputs);
   while (!r.empty()) {
@@ -187,6 +199,11 @@ absl::Status GroupRelay::Deliver(int rank, const std::string& outputs, std::vect
       return absl::DataLossError(absl::StrCat("rank ", rank, " sent an output record of unknown kind"));
     }
     ASSIGN_OR_RETURN(const FinalOutput final, GetFinal(r));
+    if (final.choice < 0 || final.choice >= static_cast<int>(relayed.finished.size()) ||
+        relayed.finished[final.choice]) {
+      return absl::DataLossError(absl::StrCat("rank ", rank, " sent a second or unknown final"));
+    }
+    relayed.finished[final.choice] = true;
     relayed.sink->OnFinal(final);
     if (--relayed.unfinished == 0) {
       finished.push_back({relayed.request_id, number});

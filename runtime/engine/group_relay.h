@@ -81,6 +81,8 @@ class GroupRelay {
   const std::vector<RankLoad>& loads() const { return loads_; }
   // Rank 0: requests running on other ranks.
   int num_relayed() const { return static_cast<int>(relayed_.size()); }
+  // Rank 0: a final of kError with `status` for every choice still open on another rank.
+  void FailRelayed(const absl::Status& status);
 
  private:
   class RelaySink;
@@ -88,6 +90,7 @@ class GroupRelay {
     std::string request_id;
     std::shared_ptr<OutputSink> sink;
     int unfinished = 0;
+    std::vector<bool> finished;  // [n] by choice
   };
   int Place(const Request& request);
   absl::Status Deliver(int rank, const std::string& outputs, std::vector<AbortOrder>& finished);
