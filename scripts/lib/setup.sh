@@ -11,7 +11,7 @@ MOE_PACKAGES=(build-essential cmake ninja-build pkg-config libabsl-dev nlohmann-
               libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
               libcpp-httplib-dev python3 python3-grpcio python3-protobuf
               # Expert parallelism across processes: mpirun and the MPI communicator.
-              libopenmpi-dev openmpi-bin)
+              libopenmpi-dev openmpi-bin python3-yaml)
 
 moe_install_packages() {
   local missing=()
