@@ -16,6 +16,15 @@ namespace moe::cuda {
 absl::Status CudaError(cudaError_t error, const char* expr, const char* file, int line);
 [[noreturn]] void CudaFatal(cudaError_t error, const char* expr, const char* file, int line);
 
+// A kernel launch failed with `error`. Outside graph capture that is a bug (a bad
+// configuration) and aborts with the file and line, like CUDA_CHECK_LAUNCH. While `stream`
+// captures a graph the capture is lost instead: the first such error is kept for
+// TakeCaptureLaunchError, and GraphCache::Capture returns it, so the step runs eagerly.
+void LaunchFailed(cudaError_t error, cudaStream_t stream, const char* file, int line);
+// The first launch error seen while capturing on this thread since the last call, as a
+// Status (OK if none).
+absl::Status TakeCaptureLaunchError();
+
 }  // namespace moe::cuda
 
 #define CUDA_RETURN_IF_ERROR(expr)                                              \

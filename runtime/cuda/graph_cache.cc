@@ -46,13 +46,16 @@ GraphCache::Exec* GraphCache::Find(const Key& key) {
 
 absl::Status GraphCache::Capture(const Key& key, cudaStream_t stream, const std::function<absl::Status()>& enqueue) {
   CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+  (void)TakeCaptureLaunchError();  // what an earlier capture left
   const absl::Status enqueued = enqueue();
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);  // always leave capture mode
   cudaGetLastError();  // a failed capture leaves an error that later launch checks must not see
-  if (!enqueued.ok() || ended != cudaSuccess) {
+  const absl::Status launched = TakeCaptureLaunchError();
+  if (!enqueued.ok() || !launched.ok() || ended != cudaSuccess) {
     if (graph != nullptr) cudaGraphDestroy(graph);
     RETURN_IF_ERROR(enqueued);
+    RETURN_IF_ERROR(launched);
     return absl::InternalError(absl::StrCat("capturing a CUDA graph failed: ", cudaGetErrorString(ended)));
   }
   // The captured graph is only needed until it is instantiated.

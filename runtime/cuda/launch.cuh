@@ -38,9 +38,8 @@ __device__ __forceinline__ void AwaitPrecedingKernels() {
 // not "0". Decided once, at the first call.
 bool ProgrammaticLaunchEnabled();
 
-// kernel<<<grid, block, shared_bytes, stream>>>(args...) with PDL when enabled. A launch
-// that fails is a bug (a bad configuration): it aborts with the file and line, like
-// CUDA_CHECK_LAUNCH.
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) with PDL when enabled; a failed
+// launch goes to LaunchFailed.
 template <typename... Params, typename... Args>
 void Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
             cudaStream_t stream, Args&&... args) {
@@ -54,7 +53,9 @@ void Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_byte
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = ProgrammaticLaunchEnabled() ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+  if (const cudaError_t error = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...); error != cudaSuccess) {
+    LaunchFailed(error, stream, __FILE__, __LINE__);
+  }
 }
 
 }  // namespace moe::cuda

@@ -253,7 +253,9 @@ INSTANTIATE_TEST_SUITE_P(
                       QkvCase{2, 32, 8, 128, cuda::QkNormKind::kNone, false, 0},      // Mixtral
                       QkvCase{9, 32, 4, 128, cuda::QkNormKind::kPerHead, false, 0, true},    // fused qkv
                       QkvCase{4, 16, 16, 128, cuda::QkNormKind::kNone, true, 0, true},       // fused, bias
-                      QkvCase{7, 32, 4, 128, cuda::QkNormKind::kPerHead, false, 0, true, true}),  // to cache
+                      QkvCase{7, 32, 4, 128, cuda::QkNormKind::kPerHead, false, 0, true, true},  // to cache
+                      // Rows of exactly 48 KB: with the static scratch, over the default limit.
+                      QkvCase{2, 64, 16, 128, cuda::QkNormKind::kPerHead, false, 0}),
     [](const auto& info) {
       const QkvCase& c = info.param;
       return "T" + std::to_string(c.tokens) + "_H" + std::to_string(c.heads) + "_KVH" +

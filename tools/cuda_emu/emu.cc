@@ -135,7 +135,10 @@ constexpr size_t kArenaBytes = 256 * 1024;
 unsigned char* g_static_arena = nullptr;
 unsigned char* g_dyn_arena = nullptr;
 size_t g_static_used = 0;
+size_t g_static_bytes = 0;  // the block's static __shared__ bytes declared so far
 size_t g_dyn_bytes = 0;
+const void* g_kernel_id = nullptr;   // the running launch's kernel
+bool g_shared_limit_reported = false;  // once per launch
 int g_static_keys[64];
 size_t g_static_offs[64];
 int g_num_static = 0;
@@ -389,6 +392,22 @@ void Error(const char* fmt, ...) {
 int ErrorCount() { return g_errors; }
 void ResetErrorCount() { g_errors = 0; g_error_prints = 0; }
 
+// What the GPU refuses at launch, checked as soon as a kernel's static shared memory is known
+// (its declarations run): static plus dynamic above 48 KiB, unless the kernel opted in to
+// more dynamic memory with cudaFuncAttributeMaxDynamicSharedMemorySize, and in any case
+// above the 227 KiB per-block maximum.
+void CheckSharedLimit() {
+  const size_t total = g_static_bytes + g_dyn_bytes;
+  const auto opt_in = g_max_dyn_smem.find(g_kernel_id);
+  const bool over = total > 227 * 1024 || (opt_in == g_max_dyn_smem.end() ? total > 48 * 1024
+                                                                          : g_dyn_bytes > size_t(opt_in->second));
+  if (!over || g_shared_limit_reported) return;
+  g_shared_limit_reported = true;
+  Error("%s: %zu bytes of static plus %zu of dynamic shared memory: the launch fails on a GPU%s", g_kernel_where,
+        g_static_bytes, g_dyn_bytes,
+        opt_in == g_max_dyn_smem.end() ? " (past 48 KiB a kernel must opt in with cudaFuncAttributeMaxDynamicSharedMemorySize)" : "");
+}
+
 void* SharedAlloc(int key, size_t bytes, size_t align) {
   for (int i = 0; i < g_num_static; ++i)
     if (g_static_keys[i] == key) return g_static_arena + g_static_offs[i];
@@ -409,8 +428,8 @@ void* SharedAlloc(int key, size_t bytes, size_t align) {
     g_static_keys[g_num_static] = key;
     g_static_offs[g_num_static++] = off;
     g_static_used = off + bytes + 64;
-    if (g_static_used - 64 * g_num_static > 48 * 1024)
-      Error("%s: static shared memory above 48 KiB", g_kernel_where);
+    g_static_bytes += bytes;
+    CheckSharedLimit();
     return g_static_arena + off;
   }
 }
@@ -605,6 +624,7 @@ void RunBlock(dim3 block) {
 #endif
   g_num_static = 0;
   g_static_used = 0;
+  g_static_bytes = 0;
 
   static unsigned char* stack_region = nullptr;  // 1024 stacks, one mapping, reused
   if (stack_region == nullptr) {
@@ -681,8 +701,32 @@ void RunBlock(dim3 block) {
 
 }  // namespace
 
+cudaError_t LaunchConfigError(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id) {
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64) return cudaErrorInvalidConfiguration;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) {
+    return cudaErrorInvalidConfiguration;
+  }
+  int max_dyn = 48 * 1024;
+  if (auto it = g_max_dyn_smem.find(kernel_id); it != g_max_dyn_smem.end()) max_dyn = it->second;
+  return dyn_smem > size_t(max_dyn) ? cudaErrorInvalidValue : cudaSuccess;
+}
+
+namespace {
+bool g_bounds_reported = false;  // once per launch
+}  // namespace
+
+void CheckLaunchBounds(unsigned max_threads, const char* file, int line) {
+  const unsigned threads = g_block_dim.x * g_block_dim.y * g_block_dim.z;
+  if (threads <= max_threads || g_bounds_reported) return;
+  g_bounds_reported = true;
+  Error("%s: a block of %u threads launches a kernel declared __launch_bounds__(%u) at %s:%d: the launch fails on a GPU",
+        g_kernel_where, threads, max_threads, file, line);
+}
+
 void RunGrid(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id, const char* file, int line,
              const std::function<void()>& body) {
+  g_bounds_reported = false;
   static std::string where;
   where = std::string(file) + ":" + std::to_string(line);
   g_kernel_where = where.c_str();
@@ -710,6 +754,8 @@ void RunGrid(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id, cons
   if (g_main_tsan == nullptr) g_main_tsan = __tsan_get_current_fiber();
 #endif
   g_dyn_bytes = dyn_smem;
+  g_kernel_id = kernel_id;
+  g_shared_limit_reported = false;
   g_body = &body;
 #ifdef EMU_RACE
   g_shadow.clear();  // kernels on one stream are ordered

@@ -112,6 +112,12 @@ void WgmmaMmaBf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumu
 bool IsWgmmaPoison(float v);
 
 // ---- launches ----
+// What a GPU refuses when the launch is made (cudaLaunchKernelEx's error): block and grid
+// dimensions, dynamic shared memory above the kernel's limit. cudaSuccess if none.
+cudaError_t LaunchConfigError(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id);
+// __launch_bounds__(max_threads) on the running kernel (gen.py inserts the call): a block
+// of more threads would fail to launch on a GPU.
+void CheckLaunchBounds(unsigned max_threads, const char* file, int line);
 void RunGrid(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id, const char* file,
              int line, const std::function<void()>& body);
 struct Launcher {

@@ -370,6 +370,13 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   ++g_capturing;
   return cudaSuccess;
 }
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  Stream& s = StreamOf(stream);
+  *status = s.capture == nullptr ? cudaStreamCaptureStatusNone
+            : s.invalidated      ? cudaStreamCaptureStatusInvalidated
+                                 : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   Stream& s = StreamOf(stream);
   if (s.capture == nullptr) return cudaErrorIllegalState;
@@ -433,6 +440,11 @@ const char* cudaGetErrorName(cudaError_t e) {
 
 namespace emu {
 // A kernel launch from the shadow launch.cuh.
+// A launch that failed while its stream captured invalidates the capture, as on a GPU.
+void InvalidateCapture(cudaStream_t stream) {
+  Stream& s = StreamOf(stream);
+  if (s.capture != nullptr) s.invalidated = true;
+}
 void EnqueueKernel(cudaStream_t stream, const char* what, std::function<void()> run) {
   Op op;
   op.type = cudaGraphNodeTypeKernel;

@@ -17,6 +17,22 @@ for m in re.finditer(r'::emu::Launcher\((.*?), __FILE__', s, flags=re.S):
         elif ch in ')]}': depth -= 1
         elif ch == ',' and depth == 0: parts += 1
     assert parts == 4, m.group(0)
+# __launch_bounds__(N[, ...]) T name(params) {  ->  T name(params) { CheckLaunchBounds(N);
+n_lb = 0
+def bounds(m):
+    global n_lb
+    n_lb += 1
+    depth = 0
+    for i, ch in enumerate(m.group(1)):  # the first argument, at depth 0
+        if ch in '([{<': depth += 1
+        elif ch in ')]}>': depth -= 1
+        elif ch == ',' and depth == 0: break
+    else:
+        i = len(m.group(1))
+    first = m.group(1)[:i]
+    return f'{m.group(2)}{{ ::emu::CheckLaunchBounds({first}, __FILE__, __LINE__);'
+s = re.sub(r'__launch_bounds__\(((?:[^()]|\([^()]*\))*)\)(\s*[\w:]+\s*\([^{;]*?\)\s*)\{', bounds, s)
+assert '__launch_bounds__' not in s, 'unhandled __launch_bounds__'
 n_ext = 0
 def ext(m):
     global n_ext
@@ -38,4 +54,4 @@ import os
 os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
 if not os.path.exists(dst) or open(dst).read() != out:
     open(dst, 'w').write(out)
-print(f'{src}: {n_launch} launches, {n_sh} shared, {n_ext} extern shared')
+print(f'{src}: {n_launch} launches, {n_sh} shared, {n_ext} extern shared, {n_lb} launch bounds')

@@ -1,6 +1,8 @@
-// Emulator stand-in for runtime/cuda/launch.cuh: Launch enqueues an emulated launch on the
-// stream (emu_rt.cc: run at once, deferred, or recorded into a graph) that checks every
-// thread of the kernel called AwaitPrecedingKernels (the PDL rule).
+// Emulator stand-in for runtime/cuda/launch.cuh: Launch checks the configuration as the GPU
+// does when the launch is made (a refused one goes to LaunchFailed, as the real Launch's
+// does, and invalidates a capture), then enqueues an emulated launch on the stream
+// (emu_rt.cc: run at once, deferred, or recorded into a graph) that checks every thread of
+// the kernel called AwaitPrecedingKernels (the PDL rule).
 #pragma once
 #include <cstdio>
 #include <functional>
@@ -9,6 +11,7 @@
 
 namespace emu {
 void EnqueueKernel(cudaStream_t stream, const char* what, std::function<void()> run);
+void InvalidateCapture(cudaStream_t stream);
 // Counts AwaitPrecedingKernels calls (in emu.cc, which the race build does not instrument).
 void NoteAwait();
 long long TakeAwaits();
@@ -23,6 +26,13 @@ template <typename... Params, typename... Args>
 void LaunchAt(const char* file, int line, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
               cudaStream_t stream, Args&&... args) {
   (void)ProgrammaticLaunchEnabled();
+  const cudaError_t refused =
+      ::emu::LaunchConfigError(grid, block, shared_bytes, reinterpret_cast<const void*>(kernel));
+  if (refused != cudaSuccess) {
+    ::emu::InvalidateCapture(stream);
+    LaunchFailed(refused, stream, file, line);
+    return;
+  }
   auto run = [=, tup = std::make_tuple(static_cast<std::decay_t<Params>>(args)...)] {
     ::emu::TakeAwaits();
     std::apply([&](const auto&... a) { ::emu::Launcher(grid, block, shared_bytes, stream, file, line)(kernel, a...); },
