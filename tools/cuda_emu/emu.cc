@@ -46,6 +46,8 @@ struct PendingCopy {
 
 struct Fiber {
   ucontext_t ctx;
+  bool in_kernel = false;  // past the kernel's entry (its parameters copied)
+  bool awaited = false;    // called AwaitPrecedingKernels
   void* stack = nullptr;
   size_t stack_size = 0;
   uint3 tid;
@@ -139,6 +141,8 @@ size_t g_static_bytes = 0;  // the block's static __shared__ bytes declared so f
 size_t g_dyn_bytes = 0;
 const void* g_kernel_id = nullptr;   // the running launch's kernel
 bool g_shared_limit_reported = false;  // once per launch
+bool g_pdl_launch = false;  // the running kernel came through Launch: it must await first
+bool g_early_access_reported = false;  // once per launch
 int g_static_keys[64];
 size_t g_static_offs[64];
 int g_num_static = 0;
@@ -658,6 +662,7 @@ void RunBlock(dim3 block) {
     f->tid = make_uint3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
     f->state = kReady;
     f->n_pend = 0;
+    f->in_kernel = f->awaited = false;
     f->open_batch = 0;
     f->coll_out = 0;
     f->wg_kind = 0;
@@ -756,6 +761,7 @@ void RunGrid(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id, cons
   g_dyn_bytes = dyn_smem;
   g_kernel_id = kernel_id;
   g_shared_limit_reported = false;
+  g_early_access_reported = false;
   g_body = &body;
 #ifdef EMU_RACE
   g_shadow.clear();  // kernels on one stream are ordered
@@ -799,7 +805,14 @@ namespace emu {
 namespace {
 long long g_awaits = 0;
 }  // namespace
-void NoteAwait() { ++g_awaits; }
+void NoteAwait() {
+  ++g_awaits;
+  if (g_cur != nullptr) g_cur->awaited = true;
+}
+void KernelEntry() {
+  if (g_cur != nullptr) g_cur->in_kernel = true;
+}
+void SetPdlLaunch(bool pdl) { g_pdl_launch = pdl; }
 long long TakeAwaits() { return std::exchange(g_awaits, 0); }
 }  // namespace emu
 

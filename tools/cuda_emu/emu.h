@@ -118,6 +118,11 @@ cudaError_t LaunchConfigError(dim3 grid, dim3 block, size_t dyn_smem, const void
 // __launch_bounds__(max_threads) on the running kernel (gen.py inserts the call): a block
 // of more threads would fail to launch on a GPU.
 void CheckLaunchBounds(unsigned max_threads, const char* file, int line);
+// Every kernel's first statement (gen.py inserts it): the parameters are copied, and what the
+// thread touches from here on is the kernel's. The race build reports a global access before
+// AwaitPrecedingKernels in a kernel that Launch started with PDL (SetPdlLaunch).
+void KernelEntry();
+void SetPdlLaunch(bool pdl);
 void RunGrid(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id, const char* file,
              int line, const std::function<void()>& body);
 struct Launcher {

@@ -33,6 +33,13 @@ def bounds(m):
     return f'{m.group(2)}{{ ::emu::CheckLaunchBounds({first}, __FILE__, __LINE__);'
 s = re.sub(r'__launch_bounds__\(((?:[^()]|\([^()]*\))*)\)(\s*[\w:]+\s*\([^{;]*?\)\s*)\{', bounds, s)
 assert '__launch_bounds__' not in s, 'unhandled __launch_bounds__'
+# every kernel starts with KernelEntry (its parameters are copied by then)
+n_kernels = 0
+def entry(m):
+    global n_kernels
+    n_kernels += 1
+    return m.group(1) + '{ ::emu::KernelEntry();'
+s = re.sub(r'(__global__\s+void\s+[\w:]+\s*\([^{;]*?\)\s*)\{', entry, s)
 n_ext = 0
 def ext(m):
     global n_ext

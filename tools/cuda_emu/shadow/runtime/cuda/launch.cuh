@@ -12,6 +12,7 @@
 namespace emu {
 void EnqueueKernel(cudaStream_t stream, const char* what, std::function<void()> run);
 void InvalidateCapture(cudaStream_t stream);
+void SetPdlLaunch(bool pdl);
 // Counts AwaitPrecedingKernels calls (in emu.cc, which the race build does not instrument).
 void NoteAwait();
 long long TakeAwaits();
@@ -35,8 +36,10 @@ void LaunchAt(const char* file, int line, void (*kernel)(Params...), dim3 grid, 
   }
   auto run = [=, tup = std::make_tuple(static_cast<std::decay_t<Params>>(args)...)] {
     ::emu::TakeAwaits();
+    ::emu::SetPdlLaunch(true);
     std::apply([&](const auto&... a) { ::emu::Launcher(grid, block, shared_bytes, stream, file, line)(kernel, a...); },
                tup);
+    ::emu::SetPdlLaunch(false);
     const long long threads = 1LL * grid.x * grid.y * grid.z * block.x * block.y * block.z;
     if (const long long awaits = ::emu::TakeAwaits(); awaits != threads) {
       ::emu::Error("%s:%d: %lld of %lld threads called AwaitPrecedingKernels", file, line, awaits, threads);
