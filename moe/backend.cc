@@ -31,15 +31,11 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const Backen
   LoadedModel loaded;
   ASSIGN_OR_RETURN(loaded.backend, ResolveBackend(options.backend));
 #ifdef MOE_HAVE_CUDA
-  if (loaded.backend == "cuda" && options.comm != nullptr && options.comm->Size() > 1) {
-    return absl::UnimplementedError(absl::StrCat(
-        "expert parallelism over ", options.comm->Size(),
-        " ranks runs on the CPU backend only so far: pass --backend cpu"));
-  }
   if (loaded.backend == "cuda") {
     ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaMoeModel> model,
                      cuda::CudaMoeModel::Load(model_dir, {.max_tokens = options.max_tokens,
-                                                          .max_seqs = options.max_seqs}));
+                                                          .max_seqs = options.max_seqs,
+                                                          .comm = options.comm}));
     loaded.config = model->config();
     loaded.model = std::move(model);
     return loaded;

@@ -133,7 +133,12 @@ absl::StatusOr<std::unique_ptr<CudaMoeModel>> CudaMoeModel::Load(const std::stri
   if (!HasDevice()) return absl::FailedPreconditionError(NoDeviceReason());
   ASSIGN_OR_RETURN(MoeConfig config, LoadConfig(model_dir));
   ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(ModelWeights host, LoadWeights(config, checkpoint));
+  ExpertRange experts;
+  if (options.comm != nullptr && options.comm->Size() > 1) {
+    const ExpertShard shard(config.num_experts, options.comm->Rank(), options.comm->Size());
+    experts = {shard.begin(), shard.end()};
+  }
+  ASSIGN_OR_RETURN(ModelWeights host, LoadWeights(config, checkpoint, experts));
   ASSIGN_OR_RETURN(DeviceWeights weights, UploadWeights(config, host));
   return Create(std::move(config), std::move(weights), options);
 }
@@ -156,6 +161,18 @@ absl::StatusOr<std::unique_ptr<CudaMoeModel>> CudaMoeModel::Create(MoeConfig con
 absl::Status CudaMoeModel::Init() {
   const MoeConfig& c = config_;
   Step& s = *step_;
+  if (options_.comm != nullptr && options_.comm->Size() > 1) {
+    const ExpertShard shard(c.num_experts, options_.comm->Rank(), options_.comm->Size());
+    for (const DeviceLayerWeights& layer : weights_.layers) {
+      if (layer.ffn.is_moe() && layer.ffn.experts.num_experts() != shard.count()) {
+        return absl::InvalidArgumentError(absl::StrCat("rank ", shard.rank(), " of ", shard.num_ranks(), " owns ",
+                                                       shard.count(), " experts per layer, its weights hold ",
+                                                       layer.ffn.experts.num_experts()));
+      }
+    }
+    ASSIGN_OR_RETURN(nccl_, dist::NcclCommunicator::Create(*options_.comm));
+    exchange_ = std::make_unique<ExpertExchange>(shard, *nccl_, c.top_k, c.hidden_size, c.expert_intermediate_size);
+  }
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   ASSIGN_OR_RETURN(Blas blas, Blas::Create(s.stream));
   s.blas.emplace(std::move(blas));
@@ -270,7 +287,7 @@ absl::StatusOr<Tensor> CudaMoeModel::RunStep(const StepBatch& batch, const Devic
   const int32_t S = batch.num_seqs();
   bool decode = batch.num_tokens() == S && static_cast<int32_t>(batch.logits_rows.size()) == S;
   for (int32_t i = 0; decode && i < S; ++i) decode = batch.query_starts[i + 1] - batch.query_starts[i] == 1;
-  if (decode && S <= options_.max_graph_batch && !s.graphs_failed && !router_observer_) {
+  if (decode && S <= options_.max_graph_batch && !s.graphs_failed && !router_observer_ && exchange_ == nullptr) {
     return DecodeWithGraph(batch, cache);
   }
   ASSIGN_OR_RETURN(const DeviceStepBatch d, s.uploader->Upload(batch, s.stream));
@@ -340,7 +357,27 @@ absl::StatusOr<Tensor> CudaMoeModel::FinishStep(const DeviceStepBatch& d, int32_
                                        cudaMemcpyDeviceToHost, s.stream));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
   for (int e = 0; e < config_.num_experts; ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
+  CountRoutedAcrossRanks();
   return logits;
+}
+
+void CudaMoeModel::CountRoutedAcrossRanks() {
+  if (exchange_ == nullptr) return;
+  const std::vector<int64_t> routed = exchange_->TakeRouted();
+  for (size_t e = 0; e < routed.size(); ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
+}
+
+absl::Status CudaMoeModel::ForwardIdle() {
+  if (exchange_ == nullptr) return absl::OkStatus();
+  Step& s = *step_;
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const DeviceFeedForwardWeights& w = weights_.layers[l].ffn;
+    if (!w.is_moe()) continue;
+    RETURN_IF_ERROR(s.moe->Run(*s.blas, s.stream, s.h, 0, w.router, w.experts, s.delta, nullptr, exchange_.get()));
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+  CountRoutedAcrossRanks();
+  return absl::OkStatus();
 }
 
 namespace {
@@ -460,8 +497,10 @@ absl::Status CudaMoeModel::FeedForward(int l, int32_t T) {
   if (!w.is_moe()) return Mlp(w.experts, T, s.delta);
   const int32_t D = config_.hidden_size;
   if (!s.moe.has_value()) return absl::InternalError("an MoE layer in a model made without experts");
+  // Across ranks the exchange counts every rank's tokens; here, the device counts this step's.
   const RoutedTokenCount routed{.counts = s.routed.data<int64_t>(), .num_tokens = s.real_tokens.data<int32_t>()};
-  RETURN_IF_ERROR(s.moe->Run(*s.blas, s.stream, s.h, T, w.router, w.experts, s.delta, &routed));
+  RETURN_IF_ERROR(s.moe->Run(*s.blas, s.stream, s.h, T, w.router, w.experts, s.delta,
+                             exchange_ ? nullptr : &routed, exchange_.get()));
   if (router_observer_) {
     Tensor logits = Tensor::Empty(DType::kF32, {T, config_.num_experts});  // [T, E]
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.raw(), s.moe->router_logits().raw(), logits.nbytes(),

@@ -20,10 +20,13 @@
 #include "absl/status/statusor.h"
 #include "moe/config.h"
 #include "moe/cuda/device_weights.h"
+#include "moe/cuda/expert_exchange.h"
 #include "moe/routing.h"
 #include "runtime/cuda/attention.h"
 #include "runtime/cuda/device_kv_cache.h"
 #include "runtime/cuda/device_step_batch.h"
+#include "runtime/dist/communicator.h"
+#include "runtime/dist/nccl_communicator.h"
 #include "runtime/model.h"
 
 namespace moe::cuda {
@@ -37,6 +40,11 @@ struct CudaModelOptions {
   // Prefill steps run the expert GEMMs on Hopper's warpgroup MMA (ExpertsPath::kPrefillWgmma)
   // rather than WMMA. Off until the wgmma path has been checked on a GPU.
   bool wgmma_prefill = false;
+  // Expert parallelism over these ranks, one GPU each (Load only): each rank loads its share
+  // of every layer's experts, and the MoE layers exchange rows over NCCL. Such steps run
+  // eagerly (the exchange reads its counts on the host), not as graphs. Null or one rank:
+  // every expert on this GPU.
+  dist::Communicator* comm = nullptr;
 };
 
 class CudaMoeModel final : public Model {
@@ -54,7 +62,10 @@ class CudaMoeModel final : public Model {
 
   absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) override;
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
+  absl::Status ForwardIdle() override;
+  // Under expert parallelism, summed over every rank's tokens.
   std::vector<int64_t> RoutedTokensPerExpert() const override;
+  ExpertTraffic expert_traffic() const override { return exchange_ ? exchange_->traffic() : ExpertTraffic{}; }
 
   // How the steps so far were launched (read it between steps). A decode step of a size
   // seen before is one graph launch between its upload and its logits copy.
@@ -92,11 +103,16 @@ class CudaMoeModel final : public Model {
   absl::Status FeedForward(int layer, int32_t tokens);
   // A dense SwiGLU MLP (E = 1 expert weights) on h -> out [T, D] f32.
   absl::Status Mlp(const DeviceExpertWeights& mlp, int32_t tokens, DeviceTensor& out);
+  // Adds what the expert exchange counted (every rank's tokens) to routed_tokens_.
+  void CountRoutedAcrossRanks();
 
   MoeConfig config_;
   DeviceWeights weights_;
   CudaModelOptions options_;
   ModelInfo info_;
+  // Expert parallelism; destroyed after step_, whose stream may still use their buffers.
+  std::unique_ptr<dist::NcclCommunicator> nccl_;
+  std::unique_ptr<ExpertExchange> exchange_;
   std::unique_ptr<Step> step_;
   StepCounts step_counts_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers

@@ -6,16 +6,18 @@
 //   topk_ids, topk_weights = Route(.)          [T, K]
 //   plan = Dispatch(topk_ids)                  offsets [E+1], source_token [N], row_of [N]
 //                                              (one RouteAndDispatch launch when N <= 1024)
-//   ys = RunExperts(h, plan)                   [N, D] f32
+//   ys = RunExperts(h, plan)                   [N, D] f32   (or across ranks: ExpertExchange)
 //   out = Combine(ys, plan, topk_weights)      [T, D] f32
 //
-// Everything runs on the stream of the Blas handed in, with no host synchronization.
+// Everything runs on the stream of the Blas handed in, with no host synchronization on one
+// GPU; an ExpertExchange reads the routed counts once per layer.
 #pragma once
 
 #include <cstdint>
 
 #include "absl/status/statusor.h"
 #include "moe/cuda/device_weights.h"
+#include "moe/cuda/expert_exchange.h"
 #include "moe/cuda/expert_load.h"
 #include "moe/cuda/experts.h"
 #include "moe/cuda/routing.h"
@@ -41,10 +43,11 @@ class MoeLayer {
   static absl::StatusOr<MoeLayer> Create(const MoeLayerShape& shape);
 
   // h [>=T, D] bf16 -> out [>=T, D] f32 (written). `routed`, if given, counts the tokens
-  // routed to each expert.
+  // routed to each expert. With `exchange` the experts are spread over ranks: `experts` are
+  // this rank's, and T may be 0 (the rank still takes part in the exchange).
   absl::Status Run(const Blas& blas, cudaStream_t stream, const DeviceTensor& h, int32_t tokens,
                    const DeviceTensor& router, const DeviceExpertWeights& experts, DeviceTensor& out,
-                   const RoutedTokenCount* routed = nullptr);
+                   const RoutedTokenCount* routed = nullptr, ExpertExchange* exchange = nullptr);
 
   const MoeLayerShape& shape() const { return shape_; }
   const DeviceTensor& topk_ids() const { return topk_ids_; }            // [T, K] i32 of the last Run

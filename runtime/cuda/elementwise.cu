@@ -33,7 +33,8 @@ __global__ void SiluMulKernel(SiluMulArgs a) {
   a.out[t * a.intermediate + i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
 }
 
-__global__ void GatherRowsKernel(GatherRowsArgs a) {
+template <typename T>
+__global__ void GatherRowsKernel(GatherRowsOf<T> a) {
   AwaitPrecedingKernels();
   const int64_t r = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
@@ -93,11 +94,19 @@ void SiluMul(const SiluMulArgs& args, cudaStream_t stream) {
   Launch(SiluMulKernel, dim3(args.tokens, Blocks(args.intermediate)), kThreads, 0, stream, args);
 }
 
-void GatherRows(const GatherRowsArgs& args, cudaStream_t stream) {
+namespace {
+
+template <typename T>
+void GatherRowsOfType(const GatherRowsOf<T>& args, cudaStream_t stream) {
   CHECK(args.num_rows >= 0 && args.hidden > 0);
   if (args.num_rows == 0) return;
-  Launch(GatherRowsKernel, dim3(args.num_rows, Blocks(args.hidden)), kThreads, 0, stream, args);
+  Launch(GatherRowsKernel<T>, dim3(args.num_rows, Blocks(args.hidden)), kThreads, 0, stream, args);
 }
+
+}  // namespace
+
+void GatherRows(const GatherRowsOf<float>& args, cudaStream_t stream) { GatherRowsOfType(args, stream); }
+void GatherRows(const GatherRowsOf<__nv_bfloat16>& args, cudaStream_t stream) { GatherRowsOfType(args, stream); }
 
 void AddGated(const AddGatedArgs& args, cudaStream_t stream) {
   CHECK(args.tokens >= 0 && args.hidden > 0);

@@ -30,15 +30,18 @@ struct SiluMulArgs {
 };
 void SiluMul(const SiluMulArgs& args, cudaStream_t stream);
 
-// out [R, D] = x[rows[r]].
-struct GatherRowsArgs {
-  const float* x;       // [T, D]
+// out [R, D] = x[rows[r]], for f32 or bf16 rows.
+template <typename T>
+struct GatherRowsOf {
+  const T* x;           // [T, D]
   const int32_t* rows;  // [R], each in [0, T)
-  float* out;           // [R, D]
+  T* out;               // [R, D]
   int32_t num_rows = 0; // R
   int32_t hidden = 0;   // D
 };
-void GatherRows(const GatherRowsArgs& args, cudaStream_t stream);
+using GatherRowsArgs = GatherRowsOf<float>;
+void GatherRows(const GatherRowsOf<float>& args, cudaStream_t stream);
+void GatherRows(const GatherRowsOf<__nv_bfloat16>& args, cudaStream_t stream);
 
 // out [T, D] += sigmoid(gate[t]) * y[t]   (Qwen2-MoE's shared expert), or += y when gate
 // is null (a dense MLP's output added to a zeroed buffer works the same way).
