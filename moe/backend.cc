@@ -32,6 +32,10 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const Backen
   ASSIGN_OR_RETURN(loaded.backend, ResolveBackend(options.backend));
 #ifdef MOE_HAVE_CUDA
   if (loaded.backend == "cuda") {
+    if (options.comm != nullptr && options.comm->Size() > 1) {
+      // One GPU per rank of a host (NCCL refuses two ranks on one GPU, naming both).
+      RETURN_IF_ERROR(cuda::UseDevice(options.comm->LocalRank() % cuda::DeviceCount()));
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaMoeModel> model,
                      cuda::CudaMoeModel::Load(model_dir, {.max_tokens = options.max_tokens,
                                                           .max_seqs = options.max_seqs,

@@ -1,12 +1,14 @@
-// bench-ep: what expert parallelism costs on this machine's CPU ranks. Run it under mpirun;
-// each rank loads its share of the experts and runs decode-shaped steps of B sequences
-// (one new token each) through the whole model, every rank at once.
+// bench-ep: what expert parallelism costs. Run it under mpirun; each rank loads its share of
+// the experts (CPU ranks over MPI, or one GPU per rank over NCCL with --backend cuda) and
+// runs decode-shaped steps of B sequences (one new token each) through the whole model,
+// every rank at once.
 //
 //   moe-make-model --config tests/data/configs/qwen3-30b-a3b.json --layers 4 --out /tmp/q4
-//   mpirun -np 4 bench-ep --model /tmp/q4 --batch 1,64,256 --steps 5
+//   mpirun -np 4 bench-ep --model /tmp/q4 --batch 1,64,256 --steps 5 [--backend cuda]
 //
 // Per batch size it prints, for one rank and one MoE layer: the routed rows and bytes it
-// sent to other ranks (computed from the routing the steps made; each way, f32 rows of D),
+// sent to other ranks (computed from the routing the steps made; each way, rows of D: f32
+// on the CPU, bf16 out and f32 back on the GPU),
 // the time in the exchange (the collectives, waits for slower ranks included), and the time
 // of the whole step, the slowest rank's. -np 1 gives the same step with no exchange.
 #include <algorithm>
@@ -24,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "moe/backend.h"
 #include "moe/moe_model.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/status_macros.h"
@@ -31,6 +34,7 @@
 ABSL_FLAG(std::string, model, "", "model directory (a random-weight one from moe-make-model)");
 ABSL_FLAG(std::string, batch, "1,64,256", "sequences per rank in a step, comma-separated");
 ABSL_FLAG(int, steps, 5, "timed steps per batch size (after one warm-up step)");
+ABSL_FLAG(std::string, backend, "cpu", "cpu (ranks over MPI) or cuda (a GPU per rank, NCCL)");
 
 namespace moe {
 namespace {
@@ -78,17 +82,21 @@ absl::Status Run(dist::Communicator& comm) {
   const int steps = absl::GetFlag(FLAGS_steps);
   if (steps < 1) return absl::InvalidArgumentError("--steps must be >= 1");
   const absl::Time load_start = absl::Now();
-  ASSIGN_OR_RETURN(std::unique_ptr<MoeModel> model, MoeModel::Load(dir, &comm));
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(dir, {.backend = absl::GetFlag(FLAGS_backend), .comm = &comm,
+                                                       .max_tokens = max_batch, .max_seqs = max_batch}));
+  Model* model = loaded.model.get();
   RETURN_IF_ERROR(comm.Barrier(absl::Minutes(30)));
-  const MoeConfig& c = model->config();
+  const MoeConfig& c = loaded.config;
+  const bool gpu = loaded.backend == "cuda";
   int moe_layers = 0;
   for (int l = 0; l < c.num_layers; ++l) moe_layers += c.IsMoeLayer(l);
   const int R = comm.Size();
   if (comm.Rank() == 0) {
-    std::printf("bench-ep: %s, %d layers (%d MoE), D %d, %d experts top-%d over %d ranks (%d each%s), "
+    std::printf("bench-ep: %s, %d layers (%d MoE), D %d, %d experts top-%d over %d %s ranks (%d each%s), "
                 "loaded in %.1f s\n",
                 c.architecture_name.c_str(), c.num_layers, moe_layers, c.hidden_size, c.num_experts, c.top_k,
-                R, c.num_experts / R,
+                R, loaded.backend.c_str(), c.num_experts / R,
                 c.num_experts % R ? absl::StrCat(", the first ", c.num_experts % R, " one more").c_str() : "",
                 absl::ToDoubleSeconds(absl::Now() - load_start));
     std::printf("%4s %9s %14s %16s %14s %12s %10s\n", "EP", "batch/rank", "rows sent/layer",
@@ -120,7 +128,7 @@ absl::Status Run(dist::Communicator& comm) {
     RETURN_IF_ERROR(comm.AllReduce(absl::MakeSpan(most), dist::ReduceOp::kMax));
     if (comm.Rank() != 0) continue;
     const double rows = double(sum[0]) / R / per_layer_step;
-    const double mb = rows * c.hidden_size * sizeof(float) / 1e6;
+    const double mb = rows * c.hidden_size * (gpu ? sizeof(uint16_t) : sizeof(float)) / 1e6;
     const double exchange_ms = most[0] * 1e-6 / per_layer_step;
     const double step_ms = most[1] * 1e-6 / steps;
     std::printf("%4d %9d %14.1f %16.3f %14.3f %12.2f %9.1f%%\n", R, B, rows, mb, exchange_ms, step_ms,
@@ -130,8 +138,10 @@ absl::Status Run(dist::Communicator& comm) {
   std::vector<int64_t> peaks;
   RETURN_IF_ERROR(dist::AllGather<int64_t>(comm, std::vector<int64_t>{PeakResidentBytes()}, peaks));
   if (comm.Rank() == 0) {
+    const auto* cpu = dynamic_cast<const MoeModel*>(model);
+    const size_t element = cpu != nullptr ? DTypeSize(cpu->expert_dtype()) : sizeof(uint16_t);  // bf16 on GPUs
     const double expert_gb = double(c.num_experts) * 3 * c.expert_intermediate_size * c.hidden_size *
-                             moe_layers * DTypeSize(model->expert_dtype()) / 1e9;
+                             moe_layers * element / 1e9;
     std::printf("routed expert weights: %.2f GB in all, %.2f GB per rank; peak resident GB per rank:",
                 expert_gb, expert_gb / R);
     for (int64_t p : peaks) std::printf(" %.2f", p / 1e9);

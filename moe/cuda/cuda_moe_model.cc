@@ -134,7 +134,7 @@ absl::StatusOr<std::unique_ptr<CudaMoeModel>> CudaMoeModel::Load(const std::stri
   ASSIGN_OR_RETURN(MoeConfig config, LoadConfig(model_dir));
   ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
   ExpertRange experts;
-  if (options.comm != nullptr && options.comm->Size() > 1) {
+  if (options.comm != nullptr && (options.comm->Size() > 1 || options.exchange_on_one_rank)) {
     const ExpertShard shard(config.num_experts, options.comm->Rank(), options.comm->Size());
     experts = {shard.begin(), shard.end()};
   }
@@ -161,7 +161,8 @@ absl::StatusOr<std::unique_ptr<CudaMoeModel>> CudaMoeModel::Create(MoeConfig con
 absl::Status CudaMoeModel::Init() {
   const MoeConfig& c = config_;
   Step& s = *step_;
-  if (options_.comm != nullptr && options_.comm->Size() > 1) {
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device_));
+  if (options_.comm != nullptr && (options_.comm->Size() > 1 || options_.exchange_on_one_rank)) {
     const ExpertShard shard(c.num_experts, options_.comm->Rank(), options_.comm->Size());
     for (const DeviceLayerWeights& layer : weights_.layers) {
       if (layer.ffn.is_moe() && layer.ffn.experts.num_experts() != shard.count()) {
@@ -225,6 +226,7 @@ absl::Status CudaMoeModel::Init() {
 }
 
 absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
+  RETURN_IF_ERROR(UseDevice(device_));
   if (shape.num_layers != config_.num_layers || shape.num_kv_heads != config_.num_kv_heads ||
       shape.head_dim != config_.head_dim) {
     return absl::InvalidArgumentError(absl::StrCat("KV cache of ", shape.num_layers, " layers x ", shape.num_kv_heads,
@@ -258,6 +260,7 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
 }
 
 absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv) {
+  RETURN_IF_ERROR(UseDevice(device_));  // the engine's thread is not the one that loaded
   DeviceKvCache* cache = DeviceKvCache::FromKvCache(kv);
   Step& s = *step_;
   if (cache == nullptr || !s.uploader.has_value()) {
@@ -369,6 +372,7 @@ void CudaMoeModel::CountRoutedAcrossRanks() {
 
 absl::Status CudaMoeModel::ForwardIdle() {
   if (exchange_ == nullptr) return absl::OkStatus();
+  RETURN_IF_ERROR(UseDevice(device_));
   Step& s = *step_;
   for (int l = 0; l < config_.num_layers; ++l) {
     const DeviceFeedForwardWeights& w = weights_.layers[l].ffn;

@@ -45,6 +45,9 @@ struct CudaModelOptions {
   // eagerly (the exchange reads its counts on the host), not as graphs. Null or one rank:
   // every expert on this GPU.
   dist::Communicator* comm = nullptr;
+  // Runs the NCCL exchange with `comm` of one rank too (the GPU check that one rank through
+  // NCCL equals the plain model); one rank otherwise keeps its experts and its graphs.
+  bool exchange_on_one_rank = false;
 };
 
 class CudaMoeModel final : public Model {
@@ -110,6 +113,7 @@ class CudaMoeModel final : public Model {
   DeviceWeights weights_;
   CudaModelOptions options_;
   ModelInfo info_;
+  int device_ = 0;  // the GPU it was loaded on: each step runs there, whatever thread calls
   // Expert parallelism; destroyed after step_, whose stream may still use their buffers.
   std::unique_ptr<dist::NcclCommunicator> nccl_;
   std::unique_ptr<ExpertExchange> exchange_;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/cuda/cuda_check.h"
 
 namespace moe::cuda {
 namespace {
@@ -19,6 +20,11 @@ cudaError_t CountDevices(int* count) {
 }
 
 }  // namespace
+
+absl::Status UseDevice(int device) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  return absl::OkStatus();
+}
 
 int DeviceCount() {
   static const int count = [] {

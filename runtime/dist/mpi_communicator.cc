@@ -35,6 +35,10 @@ class MpiCommunicator final : public Communicator {
   MpiCommunicator(CommunicatorOptions options, bool owns_mpi) : options_(options), owns_mpi_(owns_mpi) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    MPI_Comm host;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &host);
+    MPI_Comm_rank(host, &local_rank_);
+    MPI_Comm_free(&host);
   }
   ~MpiCommunicator() override {
     if (owns_mpi_) MPI_Finalize();
@@ -42,6 +46,7 @@ class MpiCommunicator final : public Communicator {
 
   int Rank() const override { return rank_; }
   int Size() const override { return size_; }
+  int LocalRank() const override { return local_rank_; }
 
   absl::Status AllToAllV(absl::Span<const std::byte> send, absl::Span<const int64_t> send_counts,
                          absl::Span<std::byte> recv, absl::Span<const int64_t> recv_counts) override {
@@ -246,6 +251,7 @@ class MpiCommunicator final : public Communicator {
   bool owns_mpi_;
   int rank_ = 0;
   int size_ = 1;
+  int local_rank_ = 0;
 };
 
 }  // namespace

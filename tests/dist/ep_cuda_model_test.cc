@@ -68,7 +68,8 @@ TEST_P(ExpertParallelCudaModel, GivesOneGpusTokens) {
 
   const Case& c = GetParam();
   const std::string dir = DataDir() + "/models/" + c.model;
-  auto sharded = cuda::CudaMoeModel::Load(dir, {.max_tokens = 256, .max_seqs = 16, .comm = g_comm});
+  auto sharded = cuda::CudaMoeModel::Load(
+      dir, {.max_tokens = 256, .max_seqs = 16, .comm = g_comm, .exchange_on_one_rank = true});
   ASSERT_TRUE(sharded.ok()) << sharded.status();
   auto whole = cuda::CudaMoeModel::Load(dir, {.max_tokens = 256, .max_seqs = 16});
   ASSERT_TRUE(whole.ok()) << whole.status();
