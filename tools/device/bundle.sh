@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bins=(cuda_ops_test cuda_attention_test cuda_moe_kernels_test cuda_model_test
-      bench-moe-layer bench-model moe-generate)
+      nccl_communicator_test ep_cuda_model_test bench-moe-layer bench-model bench-ep moe-make-model
+      moe-generate)
 cmake --build build --target "${bins[@]}"
 rm -rf .device-bundle
 mkdir -p .device-bundle/bin

@@ -12,7 +12,10 @@
 #     sanitize: compute-sanitizer memcheck over the kernel tests, racecheck over the
 #               shared-memory kernels (slow: minutes)
 #     profile:  ncu's per-kernel summary of a 4-layer model's decode and prefill steps
-#   No argument: tests, bench and model.
+#     ep:       expert parallelism on one GPU without mpirun (one rank): the NCCL
+#               communicator, the whole CUDA path through NCCL against the plain model, and
+#               bench-ep on a 4-layer Qwen3-30B-A3B (exchange and step time over NCCL)
+#   No argument: tests, bench, model and ep.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-gpu-logs}
@@ -21,7 +24,7 @@ bin=$PWD/.device-bundle/bin
 export LD_LIBRARY_PATH=$PWD/.device-bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export MOE_TEST_DATA_DIR=$PWD/tests/data
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests bench model)
+[ ${#steps[@]} -eq 0 ] && steps=(tests bench model ep)
 
 run() {  # run NAME COMMAND...: log to $out/NAME.log, one summary line
   local name=$1; shift
@@ -45,6 +48,12 @@ for step in "${steps[@]}"; do
         run "$t" "$bin/$t" --gtest_brief=1
       done
       MOE_PDL=0 run cuda_model_test-no-pdl "$bin/cuda_model_test" --gtest_brief=1
+      ;;
+    ep)
+      run nccl_communicator_test "$bin/nccl_communicator_test" --gtest_brief=1
+      run ep_cuda_model_test "$bin/ep_cuda_model_test" --gtest_brief=1
+      "$bin/moe-make-model" --config tests/data/configs/qwen3-30b-a3b.json --layers 4 --out /tmp/q4 >/dev/null &&
+        run bench-ep "$bin/bench-ep" --model /tmp/q4 --backend cuda --batch 1,64,256 --steps 5
       ;;
     bench)
       run bench-moe-layer "$bin/bench-moe-layer" --paths auto,wmma,wgmma
