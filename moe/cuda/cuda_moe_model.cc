@@ -74,7 +74,7 @@ absl::Status CheckSupported(const MoeConfig& c) {
 struct CudaMoeModel::Step {
   cudaStream_t stream = nullptr;
   std::optional<Blas> blas;
-  std::optional<StepBatchUploader> uploader;  // made with the KV cache
+  std::optional<StepRunner> runner;           // upload, graphs, logits; prepared with the KV cache
   DeviceTensor attention_workspace;           // [bytes] made with the KV cache
   DeviceTensor inv_freq;       // [hd/2] f32 RoPE inverse frequencies
   DeviceTensor x;              // [T, D] f32 residual stream
@@ -92,19 +92,16 @@ struct CudaMoeModel::Step {
   DeviceTensor last_h;         // [S', D] bf16
   DeviceTensor logits;         // [S', V] f32
   DeviceTensor routed;         // [E] i64 tokens routed this step, summed over layers
+  std::vector<int64_t> routed_host;  // [E] its copy, read back with the logits
   DeviceTensor real_tokens;    // [1] i32 tokens of the step before any graph padding
   int32_t* real_tokens_host = nullptr;  // pinned source of real_tokens
-  GraphCache graphs;           // captured decode steps
-  const DeviceKvCache* graphs_cache = nullptr;  // the cache the graphs write
   int64_t workspace_context = 0;  // longest context the attention workspace is sized for
-  bool graphs_failed = false;  // a capture failed once: decode runs eagerly from then on
 
   ~Step() {
     // Nothing may still run against what is freed below; the stream goes last.
     if (stream != nullptr) cudaStreamSynchronize(stream);
-    graphs.Clear();
+    runner.reset();
     blas.reset();
-    uploader.reset();
     if (real_tokens_host != nullptr) cudaFreeHost(real_tokens_host);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
@@ -177,6 +174,12 @@ absl::Status CudaMoeModel::Init() {
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   ASSIGN_OR_RETURN(Blas blas, Blas::Create(s.stream));
   s.blas.emplace(std::move(blas));
+  s.runner.emplace(StepRunnerOptions{.max_tokens = options_.max_tokens,
+                                     .max_seqs = options_.max_seqs,
+                                     .max_graph_batch = options_.max_graph_batch,
+                                     .vocab_size = c.vocab_size,
+                                     .max_position_embeddings = c.max_position_embeddings},
+                   s.stream);
   const int64_t T = options_.max_tokens, S = options_.max_seqs, D = c.hidden_size;
   const int64_t H = c.num_heads, KVH = c.num_kv_heads, hd = c.head_dim;
   const int64_t E = std::max(c.num_experts, 1), mlp = std::max<int64_t>(MlpWidth(c), 1);
@@ -212,6 +215,7 @@ absl::Status CudaMoeModel::Init() {
   RETURN_IF_ERROR(alloc(s.last_h, DType::kBF16, {S, D}));
   RETURN_IF_ERROR(alloc(s.logits, DType::kF32, {S, c.vocab_size}));
   RETURN_IF_ERROR(alloc(s.routed, DType::kI64, {E}));
+  s.routed_host.assign(E, 0);
   RETURN_IF_ERROR(alloc(s.real_tokens, DType::kI32, {1}));
   CUDA_RETURN_IF_ERROR(cudaHostAlloc(reinterpret_cast<void**>(&s.real_tokens_host), sizeof(int32_t),
                                      cudaHostAllocDefault));
@@ -235,20 +239,13 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
                                                    config_.head_dim));
   }
   ASSIGN_OR_RETURN(KvCache kv, DeviceKvCache::Create(shape));
-  step_->graphs.Clear();  // they write the KV cache they were captured with
   // Step arrays and the attention workspace are sized for the longest context this cache
   // can hold, and only grow if a later cache holds longer ones.
-  const int64_t bs = shape.block_size;
-  const int64_t max_context = std::min<int64_t>(config_.max_position_embeddings, shape.num_blocks * bs);
-  const int32_t blocks_per_seq = static_cast<int32_t>((max_context + bs - 1) / bs);
   Step& s = *step_;
-  if (!s.uploader.has_value() || s.uploader->capacity().max_blocks_per_seq < blocks_per_seq ||
-      s.workspace_context < max_context) {
-    ASSIGN_OR_RETURN(StepBatchUploader up, StepBatchUploader::Create({.max_tokens = options_.max_tokens,
-                                                                       .max_seqs = options_.max_seqs,
-                                                                       .max_blocks_per_seq = blocks_per_seq}));
-    s.graphs.Clear();  // they read the old step arrays
-    s.uploader.emplace(std::move(up));
+  RETURN_IF_ERROR(s.runner->PrepareFor(shape));
+  const int64_t max_context =
+      std::min<int64_t>(config_.max_position_embeddings, int64_t{shape.num_blocks} * shape.block_size);
+  if (s.workspace_context < max_context) {
     // Only decode steps (one token per sequence) use it: at most max_seqs tokens.
     const int32_t decode_tokens = std::min(options_.max_tokens, options_.max_seqs);
     const size_t bytes = PagedAttentionWorkspaceBytes(decode_tokens, config_.num_heads, config_.head_dim,
@@ -263,7 +260,7 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
   RETURN_IF_ERROR(UseDevice(device_));  // the engine's thread is not the one that loaded
   DeviceKvCache* cache = DeviceKvCache::FromKvCache(kv);
   Step& s = *step_;
-  if (cache == nullptr || !s.uploader.has_value()) {
+  if (cache == nullptr || !s.runner->prepared()) {
     return absl::InvalidArgumentError("the CUDA model needs the KV cache it made (CudaMoeModel::CreateKvCache)");
   }
   const KvCacheShape& kv_shape = cache->shape();
@@ -278,26 +275,12 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
                                             .block_size = kv_shape.block_size,
                                             .max_context = config_.max_position_embeddings}));
   if (batch.num_tokens() == 0) return Tensor::Empty(DType::kF32, {0, config_.vocab_size});
-  absl::StatusOr<Tensor> logits = RunStep(batch, *cache);
+  // Graphs need a step that stays on the GPU: no router observer, no host-read exchange.
+  absl::StatusOr<Tensor> logits = s.runner->Run(batch, *cache, *this, !router_observer_ && exchange_ == nullptr);
   // A failed step may leave copies queued against the pinned staging areas the next step
   // reuses: wait for them before returning.
   if (!logits.ok()) cudaStreamSynchronize(s.stream);
   return logits;
-}
-
-absl::StatusOr<Tensor> CudaMoeModel::RunStep(const StepBatch& batch, const DeviceKvCache& cache) {
-  Step& s = *step_;
-  const int32_t S = batch.num_seqs();
-  bool decode = batch.num_tokens() == S && static_cast<int32_t>(batch.logits_rows.size()) == S;
-  for (int32_t i = 0; decode && i < S; ++i) decode = batch.query_starts[i + 1] - batch.query_starts[i] == 1;
-  if (decode && S <= options_.max_graph_batch && !s.graphs_failed && !router_observer_ && exchange_ == nullptr) {
-    return DecodeWithGraph(batch, cache);
-  }
-  ASSIGN_OR_RETURN(const DeviceStepBatch d, s.uploader->Upload(batch, s.stream));
-  RETURN_IF_ERROR(SetRealTokens(d.num_tokens));
-  RETURN_IF_ERROR(EnqueueStep(d, cache));
-  ++step_counts_.eager;
-  return FinishStep(d, d.num_logits_rows);
 }
 
 absl::Status CudaMoeModel::EnqueueStep(const DeviceStepBatch& d, const DeviceKvCache& cache) {
@@ -336,32 +319,27 @@ absl::Status CudaMoeModel::EnqueueHead(const DeviceStepBatch& d, int32_t first, 
   return s.blas->Linear(s.last_h, weights_.lm_head, s.logits, rows);
 }
 
-absl::Status CudaMoeModel::SetRealTokens(int32_t tokens) {
+absl::Status CudaMoeModel::BeginStep(int32_t tokens) {
   Step& s = *step_;
-  *s.real_tokens_host = tokens;  // the previous step finished (FinishStep waited), so no copy reads it
+  *s.real_tokens_host = tokens;  // the previous step finished (the runner waited), so no copy reads it
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.real_tokens.raw(), s.real_tokens_host, sizeof(int32_t),
                                        cudaMemcpyHostToDevice, s.stream));
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> CudaMoeModel::FinishStep(const DeviceStepBatch& d, int32_t rows) {
+const DeviceTensor& CudaMoeModel::logits() const { return step_->logits; }
+
+absl::Status CudaMoeModel::EnqueueReadback() {
   Step& s = *step_;
-  const int64_t V = config_.vocab_size, chunk = options_.max_seqs;
-  Tensor logits = Tensor::Empty(DType::kF32, {rows, V});  // [S', V]
-  // EnqueueStep ran the head for the first `chunk` rows; later rows take it in turns.
-  for (int32_t first = 0; first < rows; first += chunk) {
-    const int32_t n = static_cast<int32_t>(std::min<int64_t>(chunk, rows - first));
-    if (first > 0) RETURN_IF_ERROR(EnqueueHead(d, first, n));
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data<float>() + first * V, s.logits.raw(), n * V * sizeof(float),
-                                         cudaMemcpyDeviceToHost, s.stream));
-  }
-  std::vector<int64_t> routed(config_.num_experts);
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(routed.data(), s.routed.raw(), routed.size() * sizeof(int64_t),
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.routed_host.data(), s.routed.raw(), s.routed_host.size() * sizeof(int64_t),
                                        cudaMemcpyDeviceToHost, s.stream));
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
-  for (int e = 0; e < config_.num_experts; ++e) routed_tokens_[e].fetch_add(routed[e], std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void CudaMoeModel::EndStep() {
+  const Step& s = *step_;
+  for (int e = 0; e < config_.num_experts; ++e) routed_tokens_[e].fetch_add(s.routed_host[e], std::memory_order_relaxed);
   CountRoutedAcrossRanks();
-  return logits;
 }
 
 void CudaMoeModel::CountRoutedAcrossRanks() {
@@ -382,83 +360,6 @@ absl::Status CudaMoeModel::ForwardIdle() {
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
   CountRoutedAcrossRanks();
   return absl::OkStatus();
-}
-
-namespace {
-
-int32_t PowerOfTwoAtLeast(int32_t n) {
-  int64_t p = 1;
-  while (p < n) p *= 2;
-  return static_cast<int32_t>(std::min<int64_t>(p, std::numeric_limits<int32_t>::max()));
-}
-
-// `batch` (one token per sequence) plus one-token sequences up to `size`, each at position
-// 0 in the scratch block; their logits rows come after the real ones.
-// Block tables are laid out at the fixed stride `blocks_per_seq` (the uploader's capacity),
-// unused entries pointing at the scratch block: a graph keeps the stride it was captured
-// with, while the engine's max_blocks_per_seq grows with the longest sequence.
-StepBatch PadDecodeBatch(const StepBatch& batch, int32_t size, int32_t blocks_per_seq, int32_t scratch_block,
-                         int32_t block_size) {
-  StepBatch b = batch;
-  b.max_blocks_per_seq = blocks_per_seq;
-  b.block_tables.assign(static_cast<size_t>(size) * blocks_per_seq, scratch_block);
-  for (int32_t s = 0; s < batch.num_seqs(); ++s) {
-    std::copy_n(batch.block_table(s), batch.max_blocks_per_seq, b.block_tables.begin() + int64_t{s} * blocks_per_seq);
-  }
-  for (int32_t s = batch.num_seqs(); s < size; ++s) {
-    b.token_ids.push_back(0);
-    b.positions.push_back(0);
-    b.query_starts.push_back(s + 1);
-    b.context_lens.push_back(1);
-    b.slot_mapping.push_back(int64_t{scratch_block} * block_size);
-    b.logits_rows.push_back(s);
-  }
-  return b;
-}
-
-}  // namespace
-
-absl::StatusOr<Tensor> CudaMoeModel::DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache) {
-  Step& s = *step_;
-  const int32_t largest = std::min({options_.max_graph_batch, options_.max_seqs, options_.max_tokens});
-  const int32_t size = std::max(std::min(PowerOfTwoAtLeast(batch.num_seqs()), largest), batch.num_seqs());
-  const StepBatch padded = PadDecodeBatch(batch, size, s.uploader->capacity().max_blocks_per_seq,
-                                          cache.scratch_block(),
-                                          cache.shape().block_size);
-  ASSIGN_OR_RETURN(DeviceStepBatch d, s.uploader->Upload(padded, s.stream));
-  // The decode kernel's grid follows the longest context: bucket it by powers of two (at
-  // least 512, at most what the attention workspace was sized for) so a graph serves many
-  // steps. Only the grid depends on it; each sequence still reads its own context length.
-  const int32_t context_cap = static_cast<int32_t>(std::min<int64_t>(
-      config_.max_position_embeddings, int64_t{cache.shape().num_blocks} * cache.shape().block_size));
-  d.max_context_len = std::min(std::max(PowerOfTwoAtLeast(d.max_context_len), 512), context_cap);
-  RETURN_IF_ERROR(SetRealTokens(batch.num_tokens()));  // padding is not counted as routed
-  const GraphCache::Key key{d.num_seqs, d.max_context_len};
-  if (s.graphs_cache != &cache) {  // graphs write the cache they were captured with
-    s.graphs.Clear();
-    s.graphs_cache = &cache;
-  }
-  if (GraphCache::Exec* exec = s.graphs.Find(key)) {
-    RETURN_IF_ERROR(s.graphs.Launch(*exec, s.stream));
-    ++step_counts_.graph_replays;
-    return FinishStep(d, batch.num_seqs());
-  }
-  // First step at this key: run it eagerly (which also warms cuBLAS up for these shapes),
-  // then capture it for the next ones.
-  RETURN_IF_ERROR(EnqueueStep(d, cache));
-  ++step_counts_.eager;
-  ASSIGN_OR_RETURN(Tensor logits, FinishStep(d, batch.num_seqs()));
-  const absl::Status captured = s.graphs.Capture(key, s.stream, [&] { return EnqueueStep(d, cache); });
-  if (captured.ok()) {
-    ++step_counts_.graph_captures;
-    step_counts_.last_graph_kernels = s.graphs.last_kernel_nodes();
-  }
-  if (!captured.ok()) {
-    s.graphs_failed = true;
-    std::fprintf(stderr, "moe: CUDA graph capture failed, decode steps run without graphs: %s\n",
-                 captured.ToString().c_str());
-  }
-  return logits;
 }
 
 absl::Status CudaMoeModel::Attention(int l, const DeviceStepBatch& d, const PagedKvLayer& kv) {
@@ -520,6 +421,8 @@ absl::Status CudaMoeModel::FeedForward(int l, int32_t T) {
   }
   return absl::OkStatus();
 }
+
+CudaMoeModel::StepCounts CudaMoeModel::step_counts() const { return step_->runner->counts(); }
 
 std::vector<int64_t> CudaMoeModel::RoutedTokensPerExpert() const {
   std::vector<int64_t> counts(config_.num_experts);

@@ -21,6 +21,7 @@
 #include "moe/config.h"
 #include "moe/cuda/device_weights.h"
 #include "moe/cuda/expert_exchange.h"
+#include "moe/cuda/step_runner.h"
 #include "moe/routing.h"
 #include "runtime/cuda/attention.h"
 #include "runtime/cuda/device_kv_cache.h"
@@ -50,7 +51,7 @@ struct CudaModelOptions {
   bool exchange_on_one_rank = false;
 };
 
-class CudaMoeModel final : public Model {
+class CudaMoeModel final : public Model, private StepProgram {
  public:
   static absl::StatusOr<std::unique_ptr<CudaMoeModel>> Load(const std::string& model_dir,
                                                             const CudaModelOptions& options);
@@ -70,15 +71,9 @@ class CudaMoeModel final : public Model {
   std::vector<int64_t> RoutedTokensPerExpert() const override;
   ExpertTraffic expert_traffic() const override { return exchange_ ? exchange_->traffic() : ExpertTraffic{}; }
 
-  // How the steps so far were launched (read it between steps). A decode step of a size
-  // seen before is one graph launch between its upload and its logits copy.
-  struct StepCounts {
-    int64_t eager = 0;           // launched kernel by kernel (prefill; a decode size's first)
-    int64_t graph_replays = 0;   // launched as one CUDA graph
-    int64_t graph_captures = 0;
-    int64_t last_graph_kernels = 0;  // kernel nodes in the graph captured last
-  };
-  StepCounts step_counts() const { return step_counts_; }
+  // How the steps so far were launched (StepRunner::Counts; read it between steps).
+  using StepCounts = StepRunner::Counts;
+  StepCounts step_counts() const;
 
   // Called in every MoE layer of every Forward (tests and debugging). While one is set,
   // steps run without graphs and wait for each MoE layer's router logits to reach the host.
@@ -88,19 +83,15 @@ class CudaMoeModel final : public Model {
   struct Step;  // per-step buffers and the stream
   CudaMoeModel(MoeConfig config, DeviceWeights weights, CudaModelOptions options);
   absl::Status Init();
-  // Enqueues the step from the embedding to the logits in Step::logits (of the first
-  // max_seqs logits rows); no host sync.
-  absl::Status EnqueueStep(const DeviceStepBatch& batch, const DeviceKvCache& cache);
-  // Enqueues the final norm and the head for logits rows [first, first + rows) of the step,
-  // rows <= max_seqs, into Step::logits.
-  absl::Status EnqueueHead(const DeviceStepBatch& batch, int32_t first, int32_t rows);
-  // Tells the routed-token count how many of the step's tokens are real (not padding).
-  absl::Status SetRealTokens(int32_t tokens);
-  // Copies the first `rows` logits rows back (running the head again for rows past the
-  // first max_seqs) and waits for the stream.
-  absl::StatusOr<Tensor> FinishStep(const DeviceStepBatch& batch, int32_t rows);
-  absl::StatusOr<Tensor> RunStep(const StepBatch& batch, const DeviceKvCache& cache);
-  absl::StatusOr<Tensor> DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache);
+  // StepProgram, for the StepRunner. BeginStep tells the routed-token count how many of the
+  // step's tokens are real (not graph padding); EnqueueStep runs the embedding to the head
+  // of the first max_seqs logits rows, EnqueueHead later rows, into Step::logits.
+  absl::Status BeginStep(int32_t real_tokens) override;
+  absl::Status EnqueueStep(const DeviceStepBatch& batch, const DeviceKvCache& cache) override;
+  absl::Status EnqueueHead(const DeviceStepBatch& batch, int32_t first, int32_t rows) override;
+  const DeviceTensor& logits() const override;
+  absl::Status EnqueueReadback() override;  // the step's routed-token counts
+  void EndStep() override;
   // One layer's blocks, reading h and writing delta ([T, D] f32).
   absl::Status Attention(int layer, const DeviceStepBatch& batch, const PagedKvLayer& kv);
   absl::Status FeedForward(int layer, int32_t tokens);
@@ -118,7 +109,6 @@ class CudaMoeModel final : public Model {
   std::unique_ptr<dist::NcclCommunicator> nccl_;
   std::unique_ptr<ExpertExchange> exchange_;
   std::unique_ptr<Step> step_;
-  StepCounts step_counts_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
   RouterObserver router_observer_;
 };
