@@ -26,22 +26,20 @@ double LoadImbalance(const std::vector<RankLoad>& ranks) {
 class GroupRelay::RelaySink final : public OutputSink {
  public:
   RelaySink(std::string& outbox, uint64_t submission) : outbox_(outbox), submission_(submission) {}
-  void OnDelta(const OutputDelta& delta) override {
+  void OnDelta(const OutputDelta& delta) override { Start(Record::kDelta, [&](WireWriter& w) { PutDelta(w, delta); }); }
+  void OnFinal(const FinalOutput& final) override { Start(Record::kFinal, [&](WireWriter& w) { PutFinal(w, final); }); }
+
+ private:
+  // One record: its kind, the submission, then what `put` writes.
+  template <typename Put>
+  void Start(Record kind, const Put& put) {
     WireWriter w;
-    w.Put(static_cast<uint8_t>(Record::kDelta));
+    w.Put(static_cast<uint8_t>(kind));
     w.Put(submission_);
-    PutDelta(w, delta);
-    outbox_ += w.bytes();
-  }
-  void OnFinal(const FinalOutput& final) override {
-    WireWriter w;
-    w.Put(static_cast<uint8_t>(Record::kFinal));
-    w.Put(submission_);
-    PutFinal(w, final);
+    put(w);
     outbox_ += w.bytes();
   }
 
- private:
   std::string& outbox_;
   const uint64_t submission_;
 };

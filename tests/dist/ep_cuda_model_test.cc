@@ -15,12 +15,11 @@
 #include "moe/cuda/cuda_moe_model.h"
 #include "runtime/cuda/device.h"
 #include "runtime/dist/communicator.h"
+#include "tests/dist/rank_gpu.h"
 #include "tests/sequence_runner.h"
 
 namespace moe {
 namespace {
-
-dist::Communicator* g_comm = nullptr;
 
 std::string DataDir() {
   const char* moved = std::getenv("MOE_TEST_DATA_DIR");
@@ -40,13 +39,6 @@ std::vector<std::vector<int32_t>> Prompts(int n, int vocab) {
   return prompts;
 }
 
-int LocalRank() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMIX_LOCAL_RANK"}) {
-    if (const char* v = std::getenv(var); v != nullptr) return std::atoi(v);
-  }
-  return 0;
-}
-
 struct Case {
   const char* model;
   int num_prompts;
@@ -56,24 +48,16 @@ struct Case {
 class ExpertParallelCudaModel : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ExpertParallelCudaModel, GivesOneGpusTokens) {
-  if (!cuda::HasDevice()) GTEST_SKIP() << cuda::NoDeviceReason() << ": this test needs a GPU per rank";
-  int devices = 0;
-  cudaDeviceProp prop{};
-  ASSERT_EQ(cudaGetDeviceCount(&devices), cudaSuccess);
-  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
-  const bool emulated = std::string(prop.name).rfind("EMU", 0) == 0;  // a device per process
-  const int device = emulated ? 0 : LocalRank();
-  if (device >= devices) GTEST_SKIP() << "needs one GPU per rank: local rank " << device << " of " << devices;
-  ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
+  MOE_USE_RANK_GPU();
 
   const Case& c = GetParam();
   const std::string dir = DataDir() + "/models/" + c.model;
   auto sharded = cuda::CudaMoeModel::Load(
-      dir, {.max_tokens = 256, .max_seqs = 16, .comm = g_comm, .exchange_on_one_rank = true});
+      dir, {.max_tokens = 256, .max_seqs = 16, .comm = &testing::Group(), .exchange_on_one_rank = true});
   ASSERT_TRUE(sharded.ok()) << sharded.status();
   auto whole = cuda::CudaMoeModel::Load(dir, {.max_tokens = 256, .max_seqs = 16});
   ASSERT_TRUE(whole.ok()) << whole.status();
-  const int R = g_comm->Size(), me = g_comm->Rank();
+  const int R = testing::Group().Size(), me = testing::Group().Rank();
   const auto all = Prompts(c.num_prompts, (*whole)->info().vocab_size);
   std::vector<std::vector<int32_t>> mine;
   for (int i = me; i < c.num_prompts; i += R) mine.push_back(all[i]);
@@ -81,7 +65,7 @@ TEST_P(ExpertParallelCudaModel, GivesOneGpusTokens) {
   GreedyOptions options{.max_new_tokens = 4, .prefill_chunk = c.prefill_chunk, .keep_step_logits = true};
   auto want = RunGreedy(**whole, mine, options);
   ASSERT_TRUE(want.ok()) << want.status();
-  options.group = g_comm;
+  options.group = &testing::Group();
   auto got = RunGreedy(**sharded, mine, options);
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(got->sequences.size(), mine.size());
@@ -112,21 +96,3 @@ INSTANTIATE_TEST_SUITE_P(GoldenModels, ExpertParallelCudaModel,
 
 }  // namespace
 }  // namespace moe
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  auto comm = moe::dist::MakeCommunicator({.timeout = absl::Seconds(120)});
-  if (!comm.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(comm.status().message()).c_str());
-    return 1;
-  }
-  moe::g_comm = comm->get();
-  if ((*comm)->Rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int failed = RUN_ALL_TESTS();
-  std::vector<int64_t> any = {failed};
-  (void)(*comm)->AllReduce(absl::MakeSpan(any), moe::dist::ReduceOp::kMax);
-  return any[0] != 0 ? 1 : 0;
-}

@@ -14,13 +14,12 @@
 #include "gtest/gtest.h"
 #include "moe/moe_model.h"
 #include "runtime/dist/communicator.h"
+#include "tests/dist/mpi_test_main.h"
 #include "tests/sequence_runner.h"
 #include "tests/test_util.h"
 
 namespace moe {
 namespace {
-
-dist::Communicator* g_comm = nullptr;
 
 // n prompts of lengths 1 + (7 * i) % 23 with ids from a fixed LCG, all within the vocabulary.
 std::vector<std::vector<int32_t>> Prompts(int n, int vocab) {
@@ -51,11 +50,11 @@ class ExpertParallelModel : public ::testing::TestWithParam<Case> {};
 TEST_P(ExpertParallelModel, EqualsOneRankBitForBit) {
   const Case& c = GetParam();
   const std::string dir = testing::DataDir() + "/models/" + c.model;
-  auto sharded = MoeModel::Load(dir, g_comm);
+  auto sharded = MoeModel::Load(dir, &testing::Group());
   ASSERT_TRUE(sharded.ok()) << sharded.status();
   auto whole = MoeModel::Load(dir);
   ASSERT_TRUE(whole.ok()) << whole.status();
-  const int R = g_comm->Size(), me = g_comm->Rank();
+  const int R = testing::Group().Size(), me = testing::Group().Rank();
 
   const std::vector<std::vector<int32_t>> all = Prompts(c.num_prompts, (*whole)->info().vocab_size);
   std::vector<std::vector<int32_t>> mine;
@@ -67,7 +66,7 @@ TEST_P(ExpertParallelModel, EqualsOneRankBitForBit) {
                         .keep_prompt_logits = true, .keep_step_logits = true};
   auto reference = RunGreedy(**whole, all, options);
   ASSERT_TRUE(reference.ok()) << reference.status();
-  options.group = g_comm;
+  options.group = &testing::Group();
   auto ep = RunGreedy(**sharded, mine, options);
   ASSERT_TRUE(ep.ok()) << ep.status();
 
@@ -89,7 +88,7 @@ TEST_P(ExpertParallelModel, EqualsOneRankBitForBit) {
   // Routing counts are summed over ranks, so every rank reports the whole group's.
   std::vector<int64_t> routed = (*sharded)->RoutedTokensPerExpert();
   std::vector<int64_t> total(routed);
-  ASSERT_TRUE(g_comm->AllReduce(absl::MakeSpan(total), dist::ReduceOp::kMax).ok());
+  ASSERT_TRUE(testing::Group().AllReduce(absl::MakeSpan(total), dist::ReduceOp::kMax).ok());
   EXPECT_EQ(routed, total);
 }
 
@@ -119,43 +118,3 @@ TEST(ExpertShard, SplitsLikeTheDesignSays) {
 
 }  // namespace
 }  // namespace moe
-
-namespace {
-
-class FailurePrinter final : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::fprintf(stderr, "rank %d: %s.%s: %s:%d: %s\n", rank_, test->test_suite_name(), test->name(),
-                 result.file_name() ? result.file_name() : "?", result.line_number(), result.message());
-  }
-
- private:
-  int rank_;
-};
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  auto comm = moe::dist::MakeCommunicator({.timeout = absl::Seconds(30)});
-  if (!comm.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(comm.status().message()).c_str());
-    return 1;
-  }
-  moe::g_comm = comm->get();
-  // Rank 0 prints the report, the other ranks their failures; every rank runs every test.
-  if ((*comm)->Rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter((*comm)->Rank()));
-  }
-  const int failed = RUN_ALL_TESTS();
-  // A failure on any rank fails the run on rank 0 too.
-  std::vector<int64_t> any = {failed};
-  (void)(*comm)->AllReduce(absl::MakeSpan(any), moe::dist::ReduceOp::kMax);
-  if (any[0] != 0 && (*comm)->Rank() == 0) std::fprintf(stderr, "a test failed on some rank\n");
-  return any[0] != 0 ? 1 : 0;
-}

@@ -16,36 +16,19 @@
 #include "runtime/cuda/graph_cache.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/dist/nccl_communicator.h"
+#include "tests/dist/rank_gpu.h"
 
 namespace moe::dist {
 namespace {
 
-Communicator* g_host = nullptr;
-
-// This process's rank among the ranks on its node, as the launcher tells it.
-int LocalRank() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMIX_LOCAL_RANK"}) {
-    if (const char* v = std::getenv(var); v != nullptr) return std::atoi(v);
-  }
-  return 0;
-}
 constexpr int64_t kRow = 5;  // floats per row
 
 class NcclCommunicatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!cuda::HasDevice()) GTEST_SKIP() << cuda::NoDeviceReason() << ": this test needs a GPU per rank";
-    // One GPU per rank of this node; the CUDA emulator gives every process a device of its own.
-    int devices = 0;
-    cudaDeviceProp prop{};
-    ASSERT_EQ(cudaGetDeviceCount(&devices), cudaSuccess);
-    ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
-    const bool emulated = std::string(prop.name).rfind("EMU", 0) == 0;
-    const int device = emulated ? 0 : LocalRank();
-    if (device >= devices) GTEST_SKIP() << "needs one GPU per rank: local rank " << device << " of " << devices << " GPUs";
-    ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
+    MOE_USE_RANK_GPU();
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
-    auto nccl = NcclCommunicator::Create(*g_host);
+    auto nccl = NcclCommunicator::Create(testing::Group());
     ASSERT_TRUE(nccl.ok()) << nccl.status();
     nccl_ = *std::move(nccl);
   }
@@ -59,7 +42,7 @@ class NcclCommunicatorTest : public ::testing::Test {
 
   // This rank's send rows, in destination order, valued by (this rank, destination, row, column).
   Tensor SendRows(int salt) const {
-    const int me = g_host->Rank(), R = g_host->Size();
+    const int me = testing::Group().Rank(), R = testing::Group().Size();
     int64_t n = 0;
     for (int q = 0; q < R; ++q) n += Rows(me, q);
     Tensor t = Tensor::Empty(DType::kF32, {n, kRow});
@@ -74,32 +57,32 @@ class NcclCommunicatorTest : public ::testing::Test {
 
   // What the MPI communicator delivers for the same rows.
   Tensor HostAllToAllV(const Tensor& send) const {
-    const int me = g_host->Rank(), R = g_host->Size();
+    const int me = testing::Group().Rank(), R = testing::Group().Size();
     std::vector<int64_t> send_n(R), recv_n(R);
     int64_t total = 0;
     for (int r = 0; r < R; ++r) send_n[r] = Rows(me, r) * kRow, recv_n[r] = Rows(r, me) * kRow, total += Rows(r, me);
     Tensor recv = Tensor::Empty(DType::kF32, {total, kRow});
-    EXPECT_TRUE(AllToAllV<float>(*g_host, absl::MakeConstSpan(send.data<float>(), send.numel()), send_n,
+    EXPECT_TRUE(AllToAllV<float>(testing::Group(), absl::MakeConstSpan(send.data<float>(), send.numel()), send_n,
                                  absl::MakeSpan(recv.data<float>(), recv.numel()), recv_n)
                     .ok());
     return recv;
   }
 
   std::vector<int64_t> SendCounts() const {
-    std::vector<int64_t> n(g_host->Size());
-    for (int r = 0; r < g_host->Size(); ++r) n[r] = Rows(g_host->Rank(), r);
+    std::vector<int64_t> n(testing::Group().Size());
+    for (int r = 0; r < testing::Group().Size(); ++r) n[r] = Rows(testing::Group().Rank(), r);
     return n;
   }
   std::vector<int64_t> RecvCounts() const {
-    std::vector<int64_t> n(g_host->Size());
-    for (int r = 0; r < g_host->Size(); ++r) n[r] = Rows(r, g_host->Rank());
+    std::vector<int64_t> n(testing::Group().Size());
+    for (int r = 0; r < testing::Group().Size(); ++r) n[r] = Rows(r, testing::Group().Rank());
     return n;
   }
 
   static void ExpectSame(const Tensor& want, const Tensor& got) {
     ASSERT_EQ(want.numel(), got.numel());
     for (int64_t i = 0; i < want.numel(); ++i) {
-      ASSERT_EQ(want.data<float>()[i], got.data<float>()[i]) << "element " << i << " on rank " << g_host->Rank();
+      ASSERT_EQ(want.data<float>()[i], got.data<float>()[i]) << "element " << i << " on rank " << testing::Group().Rank();
     }
   }
 
@@ -123,9 +106,9 @@ TEST_F(NcclCommunicatorTest, AllToAllVMovesWhatMpiMoves) {
 }
 
 TEST_F(NcclCommunicatorTest, AllGatherGathersInRankOrder) {
-  const int R = g_host->Size();
+  const int R = testing::Group().Size();
   Tensor mine = Tensor::Empty(DType::kF32, {3, kRow});
-  for (int64_t i = 0; i < mine.numel(); ++i) mine.data<float>()[i] = g_host->Rank() * 100.0f + i;
+  for (int64_t i = 0; i < mine.numel(); ++i) mine.data<float>()[i] = testing::Group().Rank() * 100.0f + i;
   auto d_mine = cuda::DeviceTensor::FromHost(mine, DType::kF32);
   auto d_all = cuda::DeviceTensor::Empty(DType::kF32, {3 * R, kRow});
   ASSERT_TRUE(d_mine.ok() && d_all.ok());
@@ -164,21 +147,3 @@ TEST_F(NcclCommunicatorTest, AnExchangeCapturedInAGraphReplaysWithNewContents) {
 
 }  // namespace
 }  // namespace moe::dist
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  auto host = moe::dist::MakeCommunicator({.timeout = absl::Seconds(60)});
-  if (!host.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(host.status().message()).c_str());
-    return 1;
-  }
-  moe::dist::g_host = host->get();
-  if ((*host)->Rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int failed = RUN_ALL_TESTS();
-  std::vector<int64_t> any = {failed};
-  (void)(*host)->AllReduce(absl::MakeSpan(any), moe::dist::ReduceOp::kMax);
-  return any[0] != 0 ? 1 : 0;
-}

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -59,6 +60,23 @@ absl::StatusOr<v1::Load> GetLoad(v1::Generation::Stub& stub) {
   const grpc::Status status = stub.GetLoad(&context, v1::GetLoadRequest(), &load);
   if (!status.ok()) return absl::UnavailableError(status.error_message());
   return load;
+}
+
+// A long stream on `server`; once it has had three chunks, `fault` runs. Returns how the
+// stream ended (within a minute: later is a hang).
+Streamed StreamWhile(const ServerProcess& server, const std::function<void()>& fault) {
+  std::atomic<int> chunks{0};
+  Streamed s;
+  std::thread client([&] {
+    auto stub = Connect(server.address());
+    s = StreamGenerate(*stub, Request(1, 500), {.deadline = absl::Seconds(60),
+                                               .on_chunk = [&](int n) { chunks = n; }});
+  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (chunks < 3 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  fault();
+  client.join();
+  return s;
 }
 
 class ServerEpTest : public ::testing::Test {
@@ -185,17 +203,8 @@ TEST_F(ServerEpTest, AKilledRankEndsTheGroupAndTheStreamWithAnError) {
   ASSERT_NE(group, nullptr);
   const pid_t rank1 = group->RankPid(1);
   ASSERT_GT(rank1, 0) << group->Log();
-  std::atomic<int> chunks{0};
-  Streamed s;
-  std::thread client([&] {
-    auto stub = Connect(group->address());
-    s = StreamGenerate(*stub, Request(1, 100000 / 200), {.deadline = absl::Seconds(60),
-                                                        .on_chunk = [&](int n) { chunks = n; }});
-  });
-  while (chunks < 3) absl::SleepFor(absl::Milliseconds(5));
   const absl::Time killed = absl::Now();
-  ASSERT_EQ(kill(rank1, SIGKILL), 0);
-  client.join();
+  const Streamed s = StreamWhile(*group, [&] { kill(rank1, SIGKILL); });
   EXPECT_FALSE(s.status.ok()) << "the stream must end with an error, not a clean finish";
   EXPECT_NE(s.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << "it hung until the deadline";
   const int code = group->Wait(absl::Seconds(30));
@@ -211,17 +220,8 @@ TEST_F(ServerEpTest, AHungRankEndsTheGroupWithinTheCollectiveTimeoutNamingIt) {
   ASSERT_NE(group, nullptr);
   const pid_t rank1 = group->RankPid(1);
   ASSERT_GT(rank1, 0) << group->Log();
-  std::atomic<int> chunks{0};
-  Streamed s;
-  std::thread client([&] {
-    auto stub = Connect(group->address());
-    s = StreamGenerate(*stub, Request(2, 500), {.deadline = absl::Seconds(60),
-                                               .on_chunk = [&](int n) { chunks = n; }});
-  });
-  while (chunks < 3) absl::SleepFor(absl::Milliseconds(5));
   const absl::Time stopped = absl::Now();
-  ASSERT_EQ(kill(rank1, SIGSTOP), 0);  // alive, but never answers again
-  client.join();
+  const Streamed s = StreamWhile(*group, [&] { kill(rank1, SIGSTOP); });  // alive, never answering
   // Rank 0 ends the stream itself, with a status that says why, before the group ends.
   EXPECT_EQ(s.status.error_code(), grpc::StatusCode::UNAVAILABLE) << s.status.error_message();
   EXPECT_THAT(s.status.error_message(), HasSubstr("rank 1 does not answer"));
