@@ -133,6 +133,26 @@ TEST_F(ServerEpTest, StreamsOnTwoAndFourRanksEqualOneRank) {
   }
 }
 
+TEST_F(ServerEpTest, OneRequestOnFourRanksCompletesWithThreeIdleRanks) {
+  auto group = Start(4);
+  ASSERT_NE(group, nullptr);
+  auto stub = Connect(group->address());
+  const Streamed s = StreamGenerate(*stub, Request(2, 20));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message() << "\n" << group->Log();
+  EXPECT_EQ(s.finals.at(0).usage().completion_tokens(), 20);
+  // The final reached the stream inside the last step; the ranks' loads come at its end.
+  absl::SleepFor(absl::Milliseconds(300));
+  auto load = GetLoad(*stub);
+  ASSERT_TRUE(load.ok()) << load.status();
+  ASSERT_EQ(load->ranks_size(), 4);
+  int idle_ranks_that_stepped = 0;
+  for (const v1::RankLoad& r : load->ranks()) {
+    // Rank 0 took the request (the first placement); the others stepped with it, idle.
+    if (r.rank() != 0 && r.steps() >= 20 && r.expert_rows_sent() == 0) ++idle_ranks_that_stepped;
+  }
+  EXPECT_EQ(idle_ranks_that_stepped, 3) << load->DebugString();
+}
+
 TEST_F(ServerEpTest, ConcurrentRequestsSpreadOverFourRanks) {
   constexpr int kRequests = 64;
   auto group = Start(4, {"--max_seqs", "64"});
