@@ -1,8 +1,6 @@
 // Request building (see request_builder.h).
 #include "server/request_builder.h"
 
-#include <cmath>
-
 #include "absl/strings/str_cat.h"
 #include "runtime/engine/request_validation.h"
 #include "runtime/status_macros.h"
@@ -19,102 +17,58 @@ absl::Status NeedsTokenizer(const std::string& what) {
       absl::StrCat(what, " needs a tokenizer, and this model has none: send input.token_ids"));
 }
 
-absl::Status CheckFinite(float value, const std::string& field) {
-  if (!std::isfinite(value)) return Bad(field, absl::StrCat("must be finite, got ", value));
-  return absl::OkStatus();
+// The proto's field names for the engine's validation errors.
+std::string GrpcFieldName(RequestField field, int64_t index) {
+  const char* name = "";
+  switch (field) {
+    case RequestField::kPrompt: name = "input"; break;
+    case RequestField::kTemperature: name = "sampling.temperature"; break;
+    case RequestField::kTopK: name = "sampling.top_k"; break;
+    case RequestField::kTopP: name = "sampling.top_p"; break;
+    case RequestField::kMinP: name = "sampling.min_p"; break;
+    case RequestField::kRepetitionPenalty: name = "sampling.repetition_penalty"; break;
+    case RequestField::kPresencePenalty: name = "sampling.presence_penalty"; break;
+    case RequestField::kFrequencyPenalty: name = "sampling.frequency_penalty"; break;
+    case RequestField::kN: name = "sampling.n"; break;
+    case RequestField::kLogprobs: name = "output.top_logprobs"; break;
+    case RequestField::kLogitBias: name = "sampling.logit_bias"; break;
+    case RequestField::kMaxTokens: name = "stopping.max_tokens"; break;
+    case RequestField::kMinTokens: name = "stopping.min_tokens"; break;
+    case RequestField::kStopTokenIds: name = "stopping.stop_token_ids"; break;
+    case RequestField::kStop: name = "stopping.stop"; break;
+    case RequestField::kTimeLimit: name = "stopping.time_limit_ms"; break;
+    case RequestField::kCacheSalt: name = "cache_salt"; break;
+  }
+  return index < 0 ? std::string(name) : absl::StrCat(name, "[", index, "]");
 }
 
-absl::Status FillSampling(const v1::SamplingParams& p, int vocab_size, SamplingParams& s) {
+// The proto's defaults where a field is unset; ValidateRequest checks the values.
+void FillSampling(const v1::SamplingParams& p, SamplingParams& s) {
   s.temperature = p.has_temperature() ? p.temperature() : 1.0f;
-  if (!(s.temperature >= 0) || !std::isfinite(s.temperature)) {
-    return Bad("sampling.temperature", absl::StrCat("must be >= 0, got ", s.temperature));
-  }
   s.top_k = p.top_k();
-  if (s.top_k < 0) return Bad("sampling.top_k", absl::StrCat("must be >= 0, got ", s.top_k));
   s.top_p = p.has_top_p() ? p.top_p() : 1.0f;
-  if (!(s.top_p > 0 && s.top_p <= 1)) {
-    return Bad("sampling.top_p", absl::StrCat("must be in (0, 1], got ", s.top_p));
-  }
   s.min_p = p.min_p();
-  if (!(s.min_p >= 0 && s.min_p <= 1)) {
-    return Bad("sampling.min_p", absl::StrCat("must be in [0, 1], got ", s.min_p));
-  }
   s.repetition_penalty = p.has_repetition_penalty() ? p.repetition_penalty() : 1.0f;
-  if (!(s.repetition_penalty > 0) || !std::isfinite(s.repetition_penalty)) {
-    return Bad("sampling.repetition_penalty",
-               absl::StrCat("must be > 0, got ", s.repetition_penalty));
-  }
   s.presence_penalty = p.presence_penalty();
-  RETURN_IF_ERROR(CheckFinite(s.presence_penalty, "sampling.presence_penalty"));
   s.frequency_penalty = p.frequency_penalty();
-  RETURN_IF_ERROR(CheckFinite(s.frequency_penalty, "sampling.frequency_penalty"));
-  if (p.logit_bias_size() > kMaxLogitBias) {
-    return Bad("sampling.logit_bias",
-               absl::StrCat("has ", p.logit_bias_size(), " entries, at most ", kMaxLogitBias));
-  }
-  for (const auto& [token, bias] : p.logit_bias()) {
-    const std::string field = absl::StrCat("sampling.logit_bias[", token, "]");
-    if (token < 0 || token >= vocab_size) {
-      return Bad(field,
-                 absl::StrCat("names a token outside the vocabulary (size ", vocab_size, ")"));
-    }
-    if (!(std::abs(bias) <= kMaxAbsLogitBias)) {
-      return Bad(field, absl::StrCat("= ", bias, ", expected within +-", kMaxAbsLogitBias));
-    }
-    s.logit_bias.emplace_back(token, bias);
-  }
+  for (const auto& [token, bias] : p.logit_bias()) s.logit_bias.emplace_back(token, bias);
   if (p.has_seed()) s.seed = p.seed();
   s.n = p.has_n() ? p.n() : 1;
-  if (s.n < 1 || s.n > kMaxChoices) {
-    return Bad("sampling.n", absl::StrCat("must be in [1, ", kMaxChoices, "], got ", s.n));
-  }
-  return absl::OkStatus();
 }
 
-absl::Status FillStopping(const v1::StoppingParams& p, const ServingModel& serving,
-                          StoppingParams& s) {
+void FillStopping(const v1::StoppingParams& p, StoppingParams& s) {
   s.max_tokens = p.has_max_tokens() ? p.max_tokens() : 16;
-  if (s.max_tokens < 1)
-    return Bad("stopping.max_tokens", absl::StrCat("must be >= 1, got ", s.max_tokens));
   s.min_tokens = p.min_tokens();
-  if (s.min_tokens < 0 || s.min_tokens > s.max_tokens) {
-    return Bad("stopping.min_tokens",
-               absl::StrCat("must be in [0, max_tokens = ", s.max_tokens, "], got ", s.min_tokens));
-  }
-  const int vocab_size = serving.model().info().vocab_size;
-  for (int i = 0; i < p.stop_token_ids_size(); ++i) {
-    const int32_t id = p.stop_token_ids(i);
-    if (id < 0 || id >= vocab_size) {
-      return Bad(absl::StrCat("stopping.stop_token_ids[", i, "]"),
-                 absl::StrCat("= ", id, " is outside the vocabulary (size ", vocab_size, ")"));
-    }
-    s.stop_token_ids.push_back(id);
-  }
-  if (p.stop_size() > kMaxStopStrings) {
-    return Bad("stopping.stop",
-               absl::StrCat("has ", p.stop_size(), " strings, at most ", kMaxStopStrings));
-  }
-  if (p.stop_size() > 0 && serving.tokenizer() == nullptr) return NeedsTokenizer("stopping.stop");
-  for (int i = 0; i < p.stop_size(); ++i) {
-    const std::string& stop = p.stop(i);
-    if (stop.empty() || stop.size() > kMaxStopStringBytes) {
-      return Bad(absl::StrCat("stopping.stop[", i, "]"),
-                 absl::StrCat("must have 1 to ", kMaxStopStringBytes, " bytes, has ", stop.size()));
-    }
-    s.stop_strings.push_back(stop);
-  }
+  s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  s.stop_strings.assign(p.stop().begin(), p.stop().end());
   s.include_stop_string = p.include_stop_string();
   s.ignore_eos = p.ignore_eos();
   if (p.time_limit_ms() > 0) s.time_limit = absl::Milliseconds(p.time_limit_ms());
-  return absl::OkStatus();
 }
 
 absl::Status FillOutput(const v1::OutputOptions& p, const ServingModel& serving,
                         BuiltRequest& built) {
-  if (p.top_logprobs() < 0 || p.top_logprobs() > kMaxLogprobs) {
-    return Bad("output.top_logprobs",
-               absl::StrCat("must be in [0, ", kMaxLogprobs, "], got ", p.top_logprobs()));
-  }
+  if (p.top_logprobs() < 0) return Bad("output.top_logprobs", absl::StrCat("must be >= 0, got ", p.top_logprobs()));
   if (p.top_logprobs() > 0 && !p.logprobs())
     return Bad("output.top_logprobs", "needs output.logprobs");
   built.request.sampling.logprobs = p.logprobs() ? p.top_logprobs() : -1;
@@ -206,21 +160,22 @@ absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
   BuiltRequest built;
   Request& r = built.request;
   r.id = proto.request_id();
-  if (proto.cache_salt().size() > kMaxCacheSaltBytes) {
+  // The salt first: it is cheap to refuse and costly to carry.
+  if (static_cast<int>(proto.cache_salt().size()) > kRequestCaps.max_cache_salt_bytes) {
     return Bad("cache_salt", absl::StrCat("has ", proto.cache_salt().size(), " bytes, at most ",
-                                          kMaxCacheSaltBytes));
+                                          kRequestCaps.max_cache_salt_bytes));
   }
   ASSIGN_OR_RETURN(r.prompt, EncodePrompt(proto, serving));
-  const ModelInfo& info = serving.model().info();
-  if (static_cast<int>(r.prompt.size()) >= info.max_context) {
-    return Bad("input", absl::StrCat("has ", r.prompt.size(), " tokens; the context holds ",
-                                     info.max_context, " with room for at least one new token"));
-  }
-  RETURN_IF_ERROR(FillSampling(proto.sampling(), info.vocab_size, r.sampling));
-  RETURN_IF_ERROR(FillStopping(proto.stopping(), serving, r.stopping));
+  FillSampling(proto.sampling(), r.sampling);
+  FillStopping(proto.stopping(), r.stopping);
   RETURN_IF_ERROR(FillOutput(proto.output(), serving, built));
   r.priority = proto.priority();
   r.cache_salt = proto.cache_salt();
+  const ModelInfo& info = serving.model().info();
+  RETURN_IF_ERROR(ValidateRequest(r, {.vocab_size = info.vocab_size,
+                                      .max_context = info.max_context,
+                                      .has_tokenizer = serving.tokenizer() != nullptr},
+                                  GrpcFieldName));
   return built;
 }
 

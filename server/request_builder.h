@@ -1,7 +1,8 @@
-// Request building: a moe.v1.GenerateRequest checked field by field and turned into the
-// engine's Request (the prompt tokenized, or rendered with the chat template first), plus
-// what the stream should carry. Every error is InvalidArgument (FailedPrecondition for what
-// the model cannot do, such as text without a tokenizer) and names the field.
+// Request building: a moe.v1.GenerateRequest turned into the engine's Request (the prompt
+// tokenized, or rendered with the chat template first), plus what the stream should carry,
+// then checked by the engine's one validation (runtime/engine/request_validation.h) under
+// the proto's field names. Every error is InvalidArgument (FailedPrecondition for what the
+// model cannot do, such as text without a tokenizer) and names the field.
 //
 //   ASSIGN_OR_RETURN(BuiltRequest built, BuildRequest(proto, serving));
 //   RETURN_IF_ERROR(engine.Submit(std::move(built.request), sink));
@@ -26,12 +27,6 @@ struct BuiltRequest {
   Request request;  // id empty when the client gave none
   StreamOptions stream;
 };
-
-// Limits beyond the engine's own (runtime/engine/request_validation.h).
-inline constexpr int kMaxStopStrings = 16;
-inline constexpr int kMaxStopStringBytes = 256;
-// The engine hashes the salt when it looks up and registers prefix blocks.
-inline constexpr int kMaxCacheSaltBytes = 256;
 
 absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
                                           const ServingModel& serving);

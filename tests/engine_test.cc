@@ -220,7 +220,7 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   auto sink = std::make_shared<RecordingSink>();
   auto error = [&](Request r) { return std::string(engine.Submit(std::move(r), sink).message()); };
   EXPECT_THAT(error(Greedy("a", {}, 4)), HasSubstr("prompt is empty"));
-  EXPECT_THAT(error(Greedy("a", {1, 500}, 4)), HasSubstr("prompt token 1 has id 500, vocabulary is 128"));
+  EXPECT_THAT(error(Greedy("a", {1, 500}, 4)), HasSubstr("prompt[1] = 500 is outside the vocabulary (size 128)"));
   EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(128, 1), 4)), HasSubstr("the context holds 128"));
   EXPECT_THAT(error(Greedy("a", {1}, 0)), HasSubstr("max_tokens must be >= 1"));
   EXPECT_THAT(error(Greedy("a", std::vector<int32_t>(30, 1), 10)),
@@ -234,10 +234,18 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   r = Greedy("a", {1}, 4);
   r.sampling.temperature = 1;
   r.sampling.logit_bias = {{3, std::numeric_limits<float>::infinity()}};
-  EXPECT_THAT(error(r), HasSubstr("logit_bias for token 3 is inf"));
+  EXPECT_THAT(error(r), HasSubstr("logit_bias[3] = inf, expected within +-100"));
   r.sampling.logit_bias = {};
   r.sampling.presence_penalty = std::nanf("");
-  EXPECT_THAT(error(r), HasSubstr("must be finite"));
+  EXPECT_THAT(error(r), HasSubstr("presence_penalty must be finite"));
+  r = Greedy("a", {1}, 4);
+  r.stopping.min_tokens = 5;
+  EXPECT_THAT(error(r), HasSubstr("min_tokens must be in [0, max_tokens = 4], got 5"));
+  r = Greedy("a", {1}, 4);
+  r.cache_salt.assign(300, 's');
+  EXPECT_THAT(error(r), HasSubstr("cache_salt has 300 bytes, at most 256"));
+  r = Greedy("", {1}, 4);
+  EXPECT_THAT(error(r), HasSubstr("request id is empty"));
   r = Greedy("a", {1}, 4);
   r.sampling.n = 100000;
   EXPECT_THAT(error(r), HasSubstr("n must be in [1, 128]"));
@@ -246,7 +254,7 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   EXPECT_THAT(error(r), HasSubstr("top_p must be in (0, 1]"));
   r = Greedy("a", {1}, 4);
   r.stopping.stop_strings = {"x"};
-  EXPECT_THAT(error(r), HasSubstr("stop strings need a tokenizer"));
+  EXPECT_THAT(error(r), HasSubstr("stop needs a tokenizer"));
   ASSERT_TRUE(engine.Submit(Greedy("dup", {1}, 4), sink).ok());
   EXPECT_THAT(error(Greedy("dup", {1}, 4)), HasSubstr("already running"));
   ASSERT_TRUE(engine.RunUntilIdle().ok());

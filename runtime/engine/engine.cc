@@ -65,6 +65,8 @@ absl::Status Engine::Submit(Request request, std::shared_ptr<OutputSink> sink) {
         "this is rank ", relay_->rank(), " of an expert-parallel group: requests enter at rank 0"));
   }
   const ModelInfo& info = model_.info();
+  // Front ends name their requests; the id is not a client's parameter.
+  if (request.id.empty()) return absl::InvalidArgumentError("request id is empty");
   RETURN_IF_ERROR(ValidateRequest(request, {.vocab_size = info.vocab_size,
                                             .max_context = info.max_context,
                                             .has_tokenizer = static_cast<bool>(options_.text_streams)}));

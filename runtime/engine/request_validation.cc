@@ -7,78 +7,154 @@
 namespace moe {
 namespace {
 
-absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
+// Checks against kRequestCaps and the limits, naming each field as `names` spells it.
+class Validator {
+ public:
+  Validator(const RequestLimits& limits, const FieldNames& names) : limits_(limits), names_(names) {}
 
-absl::Status ValidateSampling(const SamplingParams& s, int vocab_size) {
-  if (!(s.temperature >= 0 && std::isfinite(s.temperature))) {
-    return Bad(absl::StrCat("temperature must be finite and >= 0, got ", s.temperature));
-  }
-  if (s.top_k < 0) return Bad(absl::StrCat("top_k must be >= 0, got ", s.top_k));
-  if (!(s.top_p > 0 && s.top_p <= 1)) return Bad(absl::StrCat("top_p must be in (0, 1], got ", s.top_p));
-  if (!(s.min_p >= 0 && s.min_p <= 1)) return Bad(absl::StrCat("min_p must be in [0, 1], got ", s.min_p));
-  if (!(s.repetition_penalty > 0 && std::isfinite(s.repetition_penalty))) {
-    return Bad(absl::StrCat("repetition_penalty must be finite and > 0, got ", s.repetition_penalty));
-  }
-  if (!std::isfinite(s.presence_penalty) || !std::isfinite(s.frequency_penalty)) {
-    return Bad("presence_penalty and frequency_penalty must be finite");
-  }
-  if (s.n < 1 || s.n > kMaxChoices) return Bad(absl::StrCat("n must be in [1, ", kMaxChoices, "], got ", s.n));
-  if (s.logprobs > kMaxLogprobs) return Bad(absl::StrCat("logprobs must be <= ", kMaxLogprobs, ", got ", s.logprobs));
-  if (s.logit_bias.size() > kMaxLogitBias) {
-    return Bad(absl::StrCat("logit_bias has ", s.logit_bias.size(), " entries, at most ", kMaxLogitBias));
-  }
-  for (const auto& [token, bias] : s.logit_bias) {
-    if (token < 0 || token >= vocab_size) {
-      return Bad(absl::StrCat("logit_bias names token ", token, ", vocabulary is ", vocab_size));
+  absl::Status Prompt(const std::vector<int32_t>& prompt) const {
+    if (prompt.empty()) return Bad(RequestField::kPrompt, -1, "is empty");
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      if (prompt[i] < 0 || prompt[i] >= limits_.vocab_size) {
+        return Bad(RequestField::kPrompt, i, absl::StrCat("= ", prompt[i], " is outside the vocabulary (size ",
+                                                          limits_.vocab_size, ")"));
+      }
     }
-    if (!(std::abs(bias) <= kMaxAbsLogitBias)) {
-      return Bad(absl::StrCat("logit_bias for token ", token, " is ", bias, ", expected within +-",
-                              kMaxAbsLogitBias));
+    if (static_cast<int64_t>(prompt.size()) >= limits_.max_context) {
+      return Bad(RequestField::kPrompt, -1, absl::StrCat("has ", prompt.size(), " tokens; the context holds ",
+                                                         limits_.max_context, " with room for at least one new token"));
     }
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
-}
 
-absl::Status ValidateStopping(const StoppingParams& s, bool has_tokenizer) {
-  if (s.max_tokens < 1) return Bad(absl::StrCat("max_tokens must be >= 1, got ", s.max_tokens));
-  if (s.min_tokens < 0) return Bad(absl::StrCat("min_tokens must be >= 0, got ", s.min_tokens));
-  if (!s.stop_strings.empty() && !has_tokenizer) {
-    return absl::FailedPreconditionError("stop strings need a tokenizer, and the engine has none");
-  }
-  if (s.stop_token_ids.size() > kMaxStopTokenIds) {
-    return Bad(absl::StrCat("stop_token_ids has ", s.stop_token_ids.size(), " entries, at most ",
-                            kMaxStopTokenIds));
-  }
-  if (s.stop_strings.size() > kMaxStopStrings) {
-    return Bad(absl::StrCat("stop has ", s.stop_strings.size(), " strings, at most ", kMaxStopStrings));
-  }
-  for (const std::string& stop : s.stop_strings) {
-    if (stop.empty()) return Bad("stop strings must not be empty");
-    if (stop.size() > kMaxStopStringBytes) {
-      return Bad(absl::StrCat("a stop string has ", stop.size(), " bytes, at most ", kMaxStopStringBytes));
+  absl::Status Sampling(const SamplingParams& s) const {
+    const RequestCaps& caps = kRequestCaps;
+    if (!(s.temperature >= 0 && std::isfinite(s.temperature))) {
+      return Bad(RequestField::kTemperature, -1, absl::StrCat("must be finite and >= 0, got ", s.temperature));
     }
+    if (s.top_k < 0) return Bad(RequestField::kTopK, -1, absl::StrCat("must be >= 0, got ", s.top_k));
+    if (!(s.top_p > 0 && s.top_p <= 1)) {
+      return Bad(RequestField::kTopP, -1, absl::StrCat("must be in (0, 1], got ", s.top_p));
+    }
+    if (!(s.min_p >= 0 && s.min_p <= 1)) {
+      return Bad(RequestField::kMinP, -1, absl::StrCat("must be in [0, 1], got ", s.min_p));
+    }
+    if (!(s.repetition_penalty > 0 && std::isfinite(s.repetition_penalty))) {
+      return Bad(RequestField::kRepetitionPenalty, -1,
+                 absl::StrCat("must be finite and > 0, got ", s.repetition_penalty));
+    }
+    if (!std::isfinite(s.presence_penalty)) {
+      return Bad(RequestField::kPresencePenalty, -1, absl::StrCat("must be finite, got ", s.presence_penalty));
+    }
+    if (!std::isfinite(s.frequency_penalty)) {
+      return Bad(RequestField::kFrequencyPenalty, -1, absl::StrCat("must be finite, got ", s.frequency_penalty));
+    }
+    if (s.n < 1 || s.n > caps.max_choices) {
+      return Bad(RequestField::kN, -1, absl::StrCat("must be in [1, ", caps.max_choices, "], got ", s.n));
+    }
+    if (s.logprobs < -1 || s.logprobs > caps.max_logprobs) {
+      return Bad(RequestField::kLogprobs, -1, absl::StrCat("must be in [0, ", caps.max_logprobs, "], got ", s.logprobs));
+    }
+    if (static_cast<int>(s.logit_bias.size()) > caps.max_logit_bias) {
+      return Bad(RequestField::kLogitBias, -1,
+                 absl::StrCat("has ", s.logit_bias.size(), " entries, at most ", caps.max_logit_bias));
+    }
+    for (const auto& [token, bias] : s.logit_bias) {
+      if (token < 0 || token >= limits_.vocab_size) {
+        return Bad(RequestField::kLogitBias, token,
+                   absl::StrCat("names a token outside the vocabulary (size ", limits_.vocab_size, ")"));
+      }
+      if (!(std::abs(bias) <= caps.max_abs_logit_bias)) {
+        return Bad(RequestField::kLogitBias, token, absl::StrCat("= ", bias, ", expected within +-", caps.max_abs_logit_bias));
+      }
+    }
+    return absl::OkStatus();
   }
-  if (s.time_limit < absl::ZeroDuration()) return Bad("time_limit must not be negative");
-  return absl::OkStatus();
-}
+
+  absl::Status Stopping(const StoppingParams& s) const {
+    const RequestCaps& caps = kRequestCaps;
+    if (s.max_tokens < 1) return Bad(RequestField::kMaxTokens, -1, absl::StrCat("must be >= 1, got ", s.max_tokens));
+    if (s.min_tokens < 0 || s.min_tokens > s.max_tokens) {
+      return Bad(RequestField::kMinTokens, -1,
+                 absl::StrCat("must be in [0, max_tokens = ", s.max_tokens, "], got ", s.min_tokens));
+    }
+    if (static_cast<int>(s.stop_token_ids.size()) > caps.max_stop_token_ids) {
+      return Bad(RequestField::kStopTokenIds, -1,
+                 absl::StrCat("has ", s.stop_token_ids.size(), " entries, at most ", caps.max_stop_token_ids));
+    }
+    for (size_t i = 0; i < s.stop_token_ids.size(); ++i) {
+      if (s.stop_token_ids[i] < 0 || s.stop_token_ids[i] >= limits_.vocab_size) {
+        return Bad(RequestField::kStopTokenIds, i, absl::StrCat("= ", s.stop_token_ids[i],
+                                                                " is outside the vocabulary (size ", limits_.vocab_size, ")"));
+      }
+    }
+    if (static_cast<int>(s.stop_strings.size()) > caps.max_stop_strings) {
+      return Bad(RequestField::kStop, -1,
+                 absl::StrCat("has ", s.stop_strings.size(), " strings, at most ", caps.max_stop_strings));
+    }
+    if (!s.stop_strings.empty() && !limits_.has_tokenizer) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(names_(RequestField::kStop, -1), " needs a tokenizer, and this model has none"));
+    }
+    for (size_t i = 0; i < s.stop_strings.size(); ++i) {
+      const size_t bytes = s.stop_strings[i].size();
+      if (bytes == 0 || static_cast<int>(bytes) > caps.max_stop_string_bytes) {
+        return Bad(RequestField::kStop, i, absl::StrCat("must have 1 to ", caps.max_stop_string_bytes, " bytes, has ", bytes));
+      }
+    }
+    if (s.time_limit < absl::ZeroDuration()) return Bad(RequestField::kTimeLimit, -1, "must not be negative");
+    return absl::OkStatus();
+  }
+
+  absl::Status CacheSalt(const std::string& salt) const {
+    if (static_cast<int>(salt.size()) > kRequestCaps.max_cache_salt_bytes) {
+      return Bad(RequestField::kCacheSalt, -1,
+                 absl::StrCat("has ", salt.size(), " bytes, at most ", kRequestCaps.max_cache_salt_bytes));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Bad(RequestField field, int64_t index, const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat(names_(field, index), " ", what));
+  }
+
+  const RequestLimits& limits_;
+  const FieldNames& names_;
+};
 
 }  // namespace
 
-absl::Status ValidateRequest(const Request& r, const RequestLimits& limits) {
-  if (r.id.empty()) return Bad("request id is empty");
-  if (r.prompt.empty()) return Bad("prompt is empty");
-  for (size_t i = 0; i < r.prompt.size(); ++i) {
-    if (r.prompt[i] < 0 || r.prompt[i] >= limits.vocab_size) {
-      return Bad(absl::StrCat("prompt token ", i, " has id ", r.prompt[i], ", vocabulary is ",
-                              limits.vocab_size));
-    }
+std::string EngineFieldName(RequestField field, int64_t index) {
+  const char* name = "";
+  switch (field) {
+    case RequestField::kPrompt: name = "prompt"; break;
+    case RequestField::kTemperature: name = "temperature"; break;
+    case RequestField::kTopK: name = "top_k"; break;
+    case RequestField::kTopP: name = "top_p"; break;
+    case RequestField::kMinP: name = "min_p"; break;
+    case RequestField::kRepetitionPenalty: name = "repetition_penalty"; break;
+    case RequestField::kPresencePenalty: name = "presence_penalty"; break;
+    case RequestField::kFrequencyPenalty: name = "frequency_penalty"; break;
+    case RequestField::kN: name = "n"; break;
+    case RequestField::kLogprobs: name = "logprobs"; break;
+    case RequestField::kLogitBias: name = "logit_bias"; break;
+    case RequestField::kMaxTokens: name = "max_tokens"; break;
+    case RequestField::kMinTokens: name = "min_tokens"; break;
+    case RequestField::kStopTokenIds: name = "stop_token_ids"; break;
+    case RequestField::kStop: name = "stop"; break;
+    case RequestField::kTimeLimit: name = "time_limit"; break;
+    case RequestField::kCacheSalt: name = "cache_salt"; break;
   }
-  if (static_cast<int64_t>(r.prompt.size()) >= limits.max_context) {
-    return Bad(absl::StrCat("prompt has ", r.prompt.size(), " tokens, the context holds ",
-                            limits.max_context));
-  }
-  if (absl::Status s = ValidateSampling(r.sampling, limits.vocab_size); !s.ok()) return s;
-  return ValidateStopping(r.stopping, limits.has_tokenizer);
+  return index < 0 ? std::string(name) : absl::StrCat(name, "[", index, "]");
+}
+
+absl::Status ValidateRequest(const Request& r, const RequestLimits& limits, const FieldNames& names) {
+  const Validator check(limits, names);
+  if (absl::Status s = check.Prompt(r.prompt); !s.ok()) return s;
+  if (absl::Status s = check.Sampling(r.sampling); !s.ok()) return s;
+  if (absl::Status s = check.Stopping(r.stopping); !s.ok()) return s;
+  return check.CacheSalt(r.cache_salt);
 }
 
 }  // namespace moe

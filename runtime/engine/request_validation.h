@@ -1,13 +1,33 @@
-// ValidateRequest: everything about a request that can be checked before it is queued, with
-// messages that name the field and say what was expected. Front ends may call it early; the
-// engine calls it in Submit.
+// ValidateRequest: everything about a request that can be checked before it is queued, the
+// one place where a request's rules live. Every front end (gRPC, HTTP, the batch tool) fills
+// an engine Request and has it checked here, passing its own names for the fields, so the
+// error names the field as the client wrote it ("sampling.top_p must be in (0, 1], got 1.5"
+// over gRPC, "top_p ..." over HTTP). The engine checks again in Submit, with its own names.
+//
+//   RETURN_IF_ERROR(ValidateRequest(request, limits, GrpcFieldName));
 #pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
 
 #include "absl/status/status.h"
 #include "runtime/engine/request.h"
-#include "runtime/model.h"
 
 namespace moe {
+
+// The limits on what a client may ask, one set for every front end.
+struct RequestCaps {
+  int max_choices = 128;            // n
+  int max_logprobs = 20;            // top logprobs per token
+  int max_logit_bias = 1024;        // entries
+  float max_abs_logit_bias = 100;
+  int max_stop_token_ids = 1024;
+  int max_stop_strings = 16;        // matched on every new token's text
+  int max_stop_string_bytes = 256;
+  int max_cache_salt_bytes = 256;   // hashed at every prefix-cache lookup
+};
+inline constexpr RequestCaps kRequestCaps{};
 
 struct RequestLimits {
   int vocab_size = 0;
@@ -15,14 +35,22 @@ struct RequestLimits {
   bool has_tokenizer = false;  // stop strings need detokenized text
 };
 
-inline constexpr int kMaxChoices = 128;
-inline constexpr int kMaxLogprobs = 20;
-inline constexpr int kMaxLogitBias = 1024;
-inline constexpr float kMaxAbsLogitBias = 100.0f;
-inline constexpr int kMaxStopTokenIds = 1024;
-inline constexpr int kMaxStopStrings = 64;
-inline constexpr int kMaxStopStringBytes = 1024;
+// The fields an error can be about, in the engine's own words.
+enum class RequestField {
+  kPrompt, kTemperature, kTopK, kTopP, kMinP, kRepetitionPenalty, kPresencePenalty,
+  kFrequencyPenalty, kN, kLogprobs, kLogitBias, kMaxTokens, kMinTokens, kStopTokenIds, kStop,
+  kTimeLimit, kCacheSalt,
+};
 
-absl::Status ValidateRequest(const Request& request, const RequestLimits& limits);
+// How a front end spells a field; `index` is the element of a list field (a prompt token,
+// a stop string, the token of a logit bias), -1 for the field itself.
+using FieldNames = std::function<std::string(RequestField field, int64_t index)>;
+// The engine's names: "top_p", "stop[2]", "logit_bias[99]".
+std::string EngineFieldName(RequestField field, int64_t index);
+
+// Errors are InvalidArgument naming the field, FailedPrecondition for what the engine cannot
+// do (stop strings without a tokenizer).
+absl::Status ValidateRequest(const Request& request, const RequestLimits& limits,
+                             const FieldNames& names = EngineFieldName);
 
 }  // namespace moe

@@ -2,6 +2,7 @@
 // the field and the server keeps serving; a full waiting queue gives RESOURCE_EXHAUSTED;
 // bad flags (an unbuilt backend, a missing model) stop the binary with a clear message.
 #include <functional>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -71,6 +72,16 @@ std::vector<BadCase> BadCases() {
        "stopping.stop_token_ids[0]"},
       {"empty stop string", [](auto& r) { r.mutable_stopping()->add_stop(""); },
        "stopping.stop[0]"},
+      {"too many stop strings",
+       [](auto& r) {
+         for (int i = 0; i < 17; ++i) r.mutable_stopping()->add_stop("s" + std::to_string(i));
+       },
+       "stopping.stop has 17 strings, at most 16"},
+      {"stop string too long", [](auto& r) { r.mutable_stopping()->add_stop(std::string(300, 'x')); },
+       "stopping.stop[0] must have 1 to 256 bytes"},
+      {"presence penalty not finite",
+       [](auto& r) { r.mutable_sampling()->set_presence_penalty(std::numeric_limits<float>::infinity()); },
+       "sampling.presence_penalty must be finite"},
       {"too many top logprobs",
        [](auto& r) {
          r.mutable_output()->set_logprobs(true);
