@@ -17,30 +17,12 @@ absl::Status NeedsTokenizer(const std::string& what) {
       absl::StrCat(what, " needs a tokenizer, and this model has none: send input.token_ids"));
 }
 
-// The proto's field names for the engine's validation errors.
-std::string GrpcFieldName(RequestField field, int64_t index) {
-  const char* name = "";
-  switch (field) {
-    case RequestField::kPrompt: name = "input"; break;
-    case RequestField::kTemperature: name = "sampling.temperature"; break;
-    case RequestField::kTopK: name = "sampling.top_k"; break;
-    case RequestField::kTopP: name = "sampling.top_p"; break;
-    case RequestField::kMinP: name = "sampling.min_p"; break;
-    case RequestField::kRepetitionPenalty: name = "sampling.repetition_penalty"; break;
-    case RequestField::kPresencePenalty: name = "sampling.presence_penalty"; break;
-    case RequestField::kFrequencyPenalty: name = "sampling.frequency_penalty"; break;
-    case RequestField::kN: name = "sampling.n"; break;
-    case RequestField::kLogprobs: name = "output.top_logprobs"; break;
-    case RequestField::kLogitBias: name = "sampling.logit_bias"; break;
-    case RequestField::kMaxTokens: name = "stopping.max_tokens"; break;
-    case RequestField::kMinTokens: name = "stopping.min_tokens"; break;
-    case RequestField::kStopTokenIds: name = "stopping.stop_token_ids"; break;
-    case RequestField::kStop: name = "stopping.stop"; break;
-    case RequestField::kTimeLimit: name = "stopping.time_limit_ms"; break;
-    case RequestField::kCacheSalt: name = "cache_salt"; break;
-  }
-  return index < 0 ? std::string(name) : absl::StrCat(name, "[", index, "]");
-}
+// The proto's field names for the engine's validation errors, in RequestField order.
+constexpr FieldNameTable kGrpcFieldNames = {
+    "input", "sampling.temperature", "sampling.top_k", "sampling.top_p", "sampling.min_p",
+    "sampling.repetition_penalty", "sampling.presence_penalty", "sampling.frequency_penalty", "sampling.n",
+    "output.top_logprobs", "sampling.logit_bias", "stopping.max_tokens", "stopping.min_tokens",
+    "stopping.stop_token_ids", "stopping.stop", "stopping.time_limit_ms", "cache_salt"};
 
 // The proto's defaults where a field is unset; ValidateRequest checks the values.
 void FillSampling(const v1::SamplingParams& p, SamplingParams& s) {
@@ -175,7 +157,7 @@ absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
   RETURN_IF_ERROR(ValidateRequest(r, {.vocab_size = info.vocab_size,
                                       .max_context = info.max_context,
                                       .has_tokenizer = serving.tokenizer() != nullptr},
-                                  GrpcFieldName));
+                                  NamesFrom(kGrpcFieldNames)));
   return built;
 }
 

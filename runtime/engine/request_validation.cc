@@ -125,28 +125,20 @@ class Validator {
 
 }  // namespace
 
+FieldNames NamesFrom(const FieldNameTable& table) {
+  return [&table](RequestField field, int64_t index) {
+    const char* name = table[static_cast<int>(field)];
+    return index < 0 ? std::string(name) : absl::StrCat(name, "[", index, "]");
+  };
+}
+
 std::string EngineFieldName(RequestField field, int64_t index) {
-  const char* name = "";
-  switch (field) {
-    case RequestField::kPrompt: name = "prompt"; break;
-    case RequestField::kTemperature: name = "temperature"; break;
-    case RequestField::kTopK: name = "top_k"; break;
-    case RequestField::kTopP: name = "top_p"; break;
-    case RequestField::kMinP: name = "min_p"; break;
-    case RequestField::kRepetitionPenalty: name = "repetition_penalty"; break;
-    case RequestField::kPresencePenalty: name = "presence_penalty"; break;
-    case RequestField::kFrequencyPenalty: name = "frequency_penalty"; break;
-    case RequestField::kN: name = "n"; break;
-    case RequestField::kLogprobs: name = "logprobs"; break;
-    case RequestField::kLogitBias: name = "logit_bias"; break;
-    case RequestField::kMaxTokens: name = "max_tokens"; break;
-    case RequestField::kMinTokens: name = "min_tokens"; break;
-    case RequestField::kStopTokenIds: name = "stop_token_ids"; break;
-    case RequestField::kStop: name = "stop"; break;
-    case RequestField::kTimeLimit: name = "time_limit"; break;
-    case RequestField::kCacheSalt: name = "cache_salt"; break;
-  }
-  return index < 0 ? std::string(name) : absl::StrCat(name, "[", index, "]");
+  static constexpr FieldNameTable kEngineNames = {
+      "prompt", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+      "frequency_penalty", "n", "logprobs", "logit_bias", "max_tokens", "min_tokens", "stop_token_ids",
+      "stop", "time_limit", "cache_salt"};
+  static const FieldNames kNames = NamesFrom(kEngineNames);
+  return kNames(field, index);
 }
 
 absl::Status ValidateRequest(const Request& r, const RequestLimits& limits, const FieldNames& names) {

@@ -7,6 +7,7 @@
 //   RETURN_IF_ERROR(ValidateRequest(request, limits, GrpcFieldName));
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -41,10 +42,15 @@ enum class RequestField {
   kFrequencyPenalty, kN, kLogprobs, kLogitBias, kMaxTokens, kMinTokens, kStopTokenIds, kStop,
   kTimeLimit, kCacheSalt,
 };
+inline constexpr int kNumRequestFields = static_cast<int>(RequestField::kCacheSalt) + 1;
 
 // How a front end spells a field; `index` is the element of a list field (a prompt token,
 // a stop string, the token of a logit bias), -1 for the field itself.
 using FieldNames = std::function<std::string(RequestField field, int64_t index)>;
+// A front end's name for each field, in RequestField order.
+using FieldNameTable = std::array<const char*, kNumRequestFields>;
+// "name", or "name[index]" for an element; `table` must outlive them (a static table).
+FieldNames NamesFrom(const FieldNameTable& table);
 // The engine's names: "top_p", "stop[2]", "logit_bias[99]".
 std::string EngineFieldName(RequestField field, int64_t index);
 
