@@ -149,8 +149,9 @@ class MpiCommunicator final : public Communicator {
         for (int r = 0; r < size_; ++r) {
           if (!done[r]) missing.push_back(r);
         }
-        Abort(absl::StrCat("Gather: no message from rank ", absl::StrJoin(missing, ", "), " within ",
-                           absl::FormatDuration(options_.timeout), "; that rank died or hangs"));
+        // Here the silent ranks are known: they never sent.
+        Abort(absl::StrCat("Gather did not complete within ", absl::FormatDuration(options_.timeout), ": rank ",
+                           absl::StrJoin(missing, ", "), " does not answer (died or hangs)"));
       }
       if (left > 0) {
         AnswerPings();
