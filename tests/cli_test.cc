@@ -90,7 +90,7 @@ TEST(CliTest, GenerateRejectsBadInput) {
   EXPECT_THAT(r.output, HasSubstr("\"x\" is not a token id"));
   r = RunTool("moe-generate --model " + dir + " --prompts '1 99999'");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("has id 99999, vocabulary is 256"));
+  EXPECT_THAT(r.output, HasSubstr("prompt[1] = 99999 is outside the vocabulary (size 256)"));
   r = RunTool("moe-generate --model /nonexistent --prompts 1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("cannot open /nonexistent/config.json"));
