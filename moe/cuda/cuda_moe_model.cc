@@ -336,6 +336,11 @@ absl::Status CudaMoeModel::EnqueueReadback() {
   return absl::OkStatus();
 }
 
+absl::Status CudaMoeModel::WaitForStream(cudaStream_t stream) {
+  if (nccl_ != nullptr) return nccl_->Synchronize(stream);  // NCCL work: a bounded wait
+  return StepProgram::WaitForStream(stream);
+}
+
 void CudaMoeModel::EndStep() {
   const Step& s = *step_;
   for (int e = 0; e < config_.num_experts; ++e) routed_tokens_[e].fetch_add(s.routed_host[e], std::memory_order_relaxed);
@@ -357,7 +362,7 @@ absl::Status CudaMoeModel::ForwardIdle() {
     if (!w.is_moe()) continue;
     RETURN_IF_ERROR(s.moe->Run(*s.blas, s.stream, s.h, 0, w.router, w.experts, s.delta, nullptr, exchange_.get()));
   }
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+  RETURN_IF_ERROR(WaitForStream(s.stream));
   CountRoutedAcrossRanks();
   return absl::OkStatus();
 }

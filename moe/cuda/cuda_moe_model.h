@@ -92,6 +92,7 @@ class CudaMoeModel final : public Model, private StepProgram {
   const DeviceTensor& logits() const override;
   absl::Status EnqueueReadback() override;  // the step's routed-token counts
   void EndStep() override;
+  absl::Status WaitForStream(cudaStream_t stream) override;
   // One layer's blocks, reading h and writing delta ([T, D] f32).
   absl::Status Attention(int layer, const DeviceStepBatch& batch, const PagedKvLayer& kv);
   absl::Status FeedForward(int layer, int32_t tokens);

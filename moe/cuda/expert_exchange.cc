@@ -60,7 +60,7 @@ absl::Status ExpertExchange::Run(const ExchangeArgs& a, cudaStream_t stream) {
                                          .out = xs_.data<__nv_bfloat16>(), .num_rows = static_cast<int32_t>(N),
                                          .hidden = hidden_},
              stream);
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  RETURN_IF_ERROR(nccl_.Synchronize(stream));  // bounded: a dead peer ends the group
   auto count = [&](int p, int e) { return offsets_host_[p * stride + e + 1] - offsets_host_[p * stride + e]; };
 
   // 2. Who sends what where; this rank's rows expert by expert (sources in rank order).

@@ -51,6 +51,11 @@ bool IsDecode(const StepBatch& batch) {
 
 }  // namespace
 
+absl::Status StepProgram::WaitForStream(cudaStream_t stream) {
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
 absl::Status StepRunner::PrepareFor(const KvCacheShape& shape) {
   graphs_.Clear();  // they write the KV cache they were captured with
   const int64_t bs = shape.block_size;
@@ -88,7 +93,7 @@ absl::StatusOr<Tensor> StepRunner::Finish(const DeviceStepBatch& d, int32_t rows
                                          n * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   }
   RETURN_IF_ERROR(program.EnqueueReadback());
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  RETURN_IF_ERROR(program.WaitForStream(stream_));
   program.EndStep();
   return logits;
 }

@@ -39,6 +39,8 @@ class StepProgram {
   // once the stream has finished, reads them.
   virtual absl::Status EnqueueReadback() = 0;
   virtual void EndStep() = 0;
+  // Waits for the step's stream (a model whose steps hold NCCL work bounds the wait).
+  virtual absl::Status WaitForStream(cudaStream_t stream);
 };
 
 struct StepRunnerOptions {

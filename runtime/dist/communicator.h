@@ -34,6 +34,8 @@ class Communicator {
   virtual int Size() const = 0;
   // This rank among the group's ranks on its host (which GPU of the host is its own).
   virtual int LocalRank() const = 0;
+  // How long a collective may wait for the others before the group is ended.
+  virtual absl::Duration timeout() const = 0;
 
   // Sends send_counts[r] bytes of `send` (laid out in rank order) to each rank r and
   // receives recv_counts[r] bytes from each rank r into `recv` (in rank order). The counts

@@ -14,6 +14,7 @@ class LocalCommunicator final : public Communicator {
   int Rank() const override { return 0; }
   int Size() const override { return 1; }
   int LocalRank() const override { return 0; }
+  absl::Duration timeout() const override { return absl::InfiniteDuration(); }
 
   absl::Status AllToAllV(absl::Span<const std::byte> send, absl::Span<const int64_t> send_counts,
                          absl::Span<std::byte> recv, absl::Span<const int64_t> recv_counts) override {

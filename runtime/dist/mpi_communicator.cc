@@ -47,6 +47,7 @@ class MpiCommunicator final : public Communicator {
   int Rank() const override { return rank_; }
   int Size() const override { return size_; }
   int LocalRank() const override { return local_rank_; }
+  absl::Duration timeout() const override { return options_.timeout; }
 
   absl::Status AllToAllV(absl::Span<const std::byte> send, absl::Span<const int64_t> send_counts,
                          absl::Span<std::byte> recv, absl::Span<const int64_t> recv_counts) override {

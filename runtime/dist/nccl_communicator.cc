@@ -2,10 +2,13 @@
 
 #include <nccl.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "runtime/status_macros.h"
 
 namespace moe::dist {
@@ -39,11 +42,30 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Commu
   std::memcpy(&id, bytes.data(), sizeof(id));
   ncclComm_t comm = nullptr;
   NCCL_RETURN_IF_ERROR(ncclCommInitRank(&comm, host.Size(), id, host.Rank()));
-  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(comm, host.Rank(), host.Size()));
+  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(host, comm));
 }
 
 NcclCommunicator::~NcclCommunicator() {
   if (comm_ != nullptr) ncclCommDestroy(comm_);
+}
+
+absl::Status NcclCommunicator::Synchronize(cudaStream_t stream) {
+  const absl::Duration timeout = host_.timeout();
+  const absl::Time deadline = absl::Now() + timeout;
+  for (int polls = 0;; ++polls) {
+    const cudaError_t state = cudaStreamQuery(stream);
+    if (state == cudaSuccess) return absl::OkStatus();
+    if (state != cudaErrorNotReady) {
+      return absl::InternalError(absl::StrCat("waiting for the NCCL exchange: ", cudaGetErrorString(state)));
+    }
+    if (absl::Now() > deadline) {
+      Abort();
+      host_.Abort(absl::StrCat("the NCCL exchange did not complete within ", absl::FormatDuration(timeout),
+                               ": another rank died or hangs"));
+    }
+    // Steps come back to back: spin a little, then leave the core to others.
+    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 20));
+  }
 }
 
 void NcclCommunicator::Abort() {

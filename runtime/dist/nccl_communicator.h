@@ -42,11 +42,17 @@ class NcclCommunicator {
                          cuda::DeviceTensor& recv, absl::Span<const int64_t> recv_rows, cudaStream_t stream);
   // Every rank's `send` into `recv` [Size() * send rows, ...], in rank order.
   absl::Status AllGather(const cuda::DeviceTensor& send, cuda::DeviceTensor& recv, cudaStream_t stream);
+  // Waits for `stream`, where this communicator's work is queued, within the host
+  // communicator's timeout. Past it a peer died or hangs: the NCCL work is aborted
+  // (ncclCommAbort) and then the group (the host communicator's Abort, which runs its
+  // handlers and names why), so a rank never waits on a dead peer's GPU for ever.
+  absl::Status Synchronize(cudaStream_t stream);
   // Ends the group's NCCL work now (a rank died or hangs): what is in flight returns errors.
   void Abort();
 
  private:
-  NcclCommunicator(ncclComm_t comm, int rank, int size) : comm_(comm), rank_(rank), size_(size) {}
+  NcclCommunicator(Communicator& host, ncclComm_t comm) : host_(host), comm_(comm), rank_(host.Rank()), size_(host.Size()) {}
+  Communicator& host_;
   ncclComm_t comm_;
   int rank_, size_;
 };

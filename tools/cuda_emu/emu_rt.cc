@@ -313,6 +313,17 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   Streams().erase(it);
   return cudaSuccess;
 }
+// The emulated GPU finishes whatever is queued when asked, so a query always succeeds.
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  Stream& s = StreamOf(stream);
+  if (s.capture != nullptr) {
+    Error("EMU: cudaStreamQuery on a capturing stream");
+    s.invalidated = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  Flush();
+  return cudaSuccess;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   Stream& s = StreamOf(stream);
   if (s.capture != nullptr) {
