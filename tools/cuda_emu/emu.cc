@@ -396,21 +396,7 @@ void Error(const char* fmt, ...) {
 int ErrorCount() { return g_errors; }
 void ResetErrorCount() { g_errors = 0; g_error_prints = 0; }
 
-// What the GPU refuses at launch, checked as soon as a kernel's static shared memory is known
-// (its declarations run): static plus dynamic above 48 KiB, unless the kernel opted in to
-// more dynamic memory with cudaFuncAttributeMaxDynamicSharedMemorySize, and in any case
-// above the 227 KiB per-block maximum.
-void CheckSharedLimit() {
-  const size_t total = g_static_bytes + g_dyn_bytes;
-  const auto opt_in = g_max_dyn_smem.find(g_kernel_id);
-  const bool over = total > 227 * 1024 || (opt_in == g_max_dyn_smem.end() ? total > 48 * 1024
-                                                                          : g_dyn_bytes > size_t(opt_in->second));
-  if (!over || g_shared_limit_reported) return;
-  g_shared_limit_reported = true;
-  Error("%s: %zu bytes of static plus %zu of dynamic shared memory: the launch fails on a GPU%s", g_kernel_where,
-        g_static_bytes, g_dyn_bytes,
-        opt_in == g_max_dyn_smem.end() ? " (past 48 KiB a kernel must opt in with cudaFuncAttributeMaxDynamicSharedMemorySize)" : "");
-}
+#include "emu_launch.inc"
 
 void* SharedAlloc(int key, size_t bytes, size_t align) {
   for (int i = 0; i < g_num_static; ++i)
@@ -706,53 +692,16 @@ void RunBlock(dim3 block) {
 
 }  // namespace
 
-cudaError_t LaunchConfigError(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id) {
-  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
-  if (threads == 0 || threads > 1024 || block.z > 64) return cudaErrorInvalidConfiguration;
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) {
-    return cudaErrorInvalidConfiguration;
-  }
-  int max_dyn = 48 * 1024;
-  if (auto it = g_max_dyn_smem.find(kernel_id); it != g_max_dyn_smem.end()) max_dyn = it->second;
-  return dyn_smem > size_t(max_dyn) ? cudaErrorInvalidValue : cudaSuccess;
-}
-
-namespace {
-bool g_bounds_reported = false;  // once per launch
-}  // namespace
-
-void CheckLaunchBounds(unsigned max_threads, const char* file, int line) {
-  const unsigned threads = g_block_dim.x * g_block_dim.y * g_block_dim.z;
-  if (threads <= max_threads || g_bounds_reported) return;
-  g_bounds_reported = true;
-  Error("%s: a block of %u threads launches a kernel declared __launch_bounds__(%u) at %s:%d: the launch fails on a GPU",
-        g_kernel_where, threads, max_threads, file, line);
-}
-
 void RunGrid(dim3 grid, dim3 block, size_t dyn_smem, const void* kernel_id, const char* file, int line,
              const std::function<void()>& body) {
   g_bounds_reported = false;
   static std::string where;
   where = std::string(file) + ":" + std::to_string(line);
   g_kernel_where = where.c_str();
-  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
-  bool bad = false;
-  if (threads == 0 || threads > 1024 || block.z > 64) {
-    Error("%s: bad block (%u,%u,%u)", g_kernel_where, block.x, block.y, block.z);
-    bad = true;
-  }
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) {
-    Error("%s: bad grid (%u,%u,%u)", g_kernel_where, grid.x, grid.y, grid.z);
-    bad = true;
-  }
-  int max_dyn = 48 * 1024;
-  if (auto it = g_max_dyn_smem.find(kernel_id); it != g_max_dyn_smem.end()) max_dyn = it->second;
-  if (dyn_smem > size_t(max_dyn)) {
-    Error("%s: %zu bytes of dynamic shared memory above the kernel's limit %d", g_kernel_where, dyn_smem, max_dyn);
-    bad = true;
-  }
-  if (bad) {
-    g_last_error = cudaErrorInvalidConfiguration;
+  cudaError_t refused = cudaSuccess;
+  if (const std::string why = LaunchProblem(grid, block, dyn_smem, kernel_id, &refused); !why.empty()) {
+    Error("%s: %s", g_kernel_where, why.c_str());
+    g_last_error = refused;
     return;
   }
 #ifdef EMU_TSAN
@@ -799,22 +748,6 @@ extern "C" cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute 
   return cudaSuccess;
 }
 
-
-// ---- programmatic dependent launch: AwaitPrecedingKernels calls (shadow launch.cuh) ----
-namespace emu {
-namespace {
-long long g_awaits = 0;
-}  // namespace
-void NoteAwait() {
-  ++g_awaits;
-  if (g_cur != nullptr) g_cur->awaited = true;
-}
-void KernelEntry() {
-  if (g_cur != nullptr) g_cur->in_kernel = true;
-}
-void SetPdlLaunch(bool pdl) { g_pdl_launch = pdl; }
-long long TakeAwaits() { return std::exchange(g_awaits, 0); }
-}  // namespace emu
 
 // ---- warpgroup MMA (wgmma), shared-window addresses, proxy fences ----
 #include "emu_wgmma.inc"
