@@ -125,6 +125,9 @@ void GenerateCall::OnFinal(const FinalOutput& final) {
   out->mutable_timings()->set_time_to_first_token_s(
       absl::ToDoubleSeconds(final.timings.time_to_first_token));
   out->mutable_timings()->set_end_to_end_s(absl::ToDoubleSeconds(final.timings.end_to_end));
+  out->mutable_confidence()->set_tokens(final.confidence.tokens);
+  out->mutable_confidence()->set_mean_logprob(final.confidence.mean_logprob);
+  out->mutable_confidence()->set_min_logprob(final.confidence.min_logprob);
   if (final.reason == FinishReason::kError) {
     out->set_error(std::string(final.error.message()));
     Log(LogLevel::kError,

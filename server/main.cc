@@ -1,10 +1,11 @@
 // moe-server: serves an MoE model over gRPC (moe.v1.Generation, grpc.health.v1, reflection)
-// with Prometheus metrics over HTTP. SIGTERM or SIGINT drains it: new requests get
+// and over HTTP: OpenAI's API (/v1/models, /v1/completions, /v1/chat/completions), /health
+// and Prometheus /metrics. SIGTERM or SIGINT drains it: new requests get
 // UNAVAILABLE, open streams finish (up to --drain_timeout, or until a second signal aborts
 // them), then it exits 0. A second signal while the model loads exits at once.
 //
-//   moe-server --model /models/qwen3 --port 50051 --metrics_port 9400
-//   moe-server --model /models/qwen3 --port 0 --metrics_port 0   # free ports, printed
+//   moe-server --model /models/qwen3 --port 50051 --http_port 8000
+//   moe-server --model /models/qwen3 --port 0 --http_port 0   # free ports, printed
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
@@ -27,9 +28,10 @@
 #include "grpcpp/grpcpp.h"
 #include "runtime/status_macros.h"
 #include "server/generation_service.h"
-#include "server/http_endpoint.h"
+#include "server/http_server.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/openai_api.h"
 #include "server/server_options.h"
 #include "server/serving_model.h"
 #include "server/signal_watcher.h"
@@ -38,7 +40,15 @@ ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + s
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer directory (default: the model's, if it has one)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "address to listen on (0.0.0.0: every interface)");
 ABSL_FLAG(int, port, 50051, "gRPC port (0: any free port)");
-ABSL_FLAG(int, metrics_port, 9400, "HTTP port of /metrics and /health (0: any free; -1: none)");
+ABSL_FLAG(int, http_port, 8000,
+          "HTTP port of the OpenAI API, /health and /metrics (0: any free port; -1: none)");
+ABSL_FLAG(int, metrics_port, -1,
+          "a second HTTP port with only /metrics and /health, for operators (0: any free; -1: none)");
+ABSL_FLAG(int, http_threads, 2, "I/O threads serving every HTTP connection");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the model's name in the OpenAI API (default: the model directory's base name)");
+ABSL_FLAG(std::string, api_key, "",
+          "if set (or MOE_API_KEY), /v1 needs Authorization: Bearer <key>; /health and /metrics stay open");
 ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
 ABSL_FLAG(int, max_batched_tokens, 2048, "token budget of one engine step");
 ABSL_FLAG(int, max_seqs, 256, "sequences running at once");
@@ -80,12 +90,28 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   RETURN_IF_ERROR(ResolveBackend(o.model.backend).status());
   o.host = absl::GetFlag(FLAGS_host);
   o.port = absl::GetFlag(FLAGS_port);
+  o.http_port = absl::GetFlag(FLAGS_http_port);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (o.port < 0 || o.port > 65535)
     return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  if (o.http_port < -1 || o.http_port > 65535) {
+    return absl::InvalidArgumentError("--http_port must be in [-1, 65535]");
+  }
   if (o.metrics_port < -1 || o.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics_port must be in [-1, 65535]");
   }
+  o.http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (o.http_threads < 1 || o.http_threads > 64) {
+    return absl::InvalidArgumentError("--http_threads must be in [1, 64]");
+  }
+  o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (o.served_model_name.empty()) {
+    std::string dir = o.model.model_dir;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    o.served_model_name = dir.substr(dir.find_last_of('/') + 1);
+  }
+  o.api_key = absl::GetFlag(FLAGS_api_key);
+  if (const char* env = std::getenv("MOE_API_KEY"); o.api_key.empty() && env != nullptr) o.api_key = env;
   EngineOptions& e = o.model.engine;
   e.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
   e.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_seqs);
@@ -138,22 +164,27 @@ constexpr absl::Duration kShutdownGrace = absl::Milliseconds(500);
 // After SIGTERM: no new requests, open streams run until done, until the drain timeout or
 // until a second signal, when whatever is left is aborted (each stream still gets its Final).
 void Drain(const ServerOptions& o, const SignalWatcher& signals, GenerationService& service,
-           ServingModel& serving) {
+           OpenAiApi& http, ServingModel& serving) {
   service.StartDraining();
+  auto open = [&] { return service.active_streams() + http.active_requests(); };
   Log(LogLevel::kInfo,
-      absl::StrCat("draining ", service.active_streams(), " open streams (timeout ",
-                   absl::FormatDuration(o.drain_timeout), "; signal again to abort them now)"));
+      absl::StrCat("draining ", service.active_streams(), " gRPC streams and ", http.active_requests(),
+                   " HTTP requests (timeout ", absl::FormatDuration(o.drain_timeout),
+                   "; signal again to abort them now)"));
   const absl::Time deadline = absl::Now() + o.drain_timeout;
-  bool drained = service.WaitForStreams(absl::ZeroDuration());
+  auto wait = [&](absl::Duration timeout) {
+    return service.WaitForStreams(timeout) && http.WaitForRequests(absl::ZeroDuration());
+  };
+  bool drained = wait(absl::ZeroDuration());
   while (!drained && absl::Now() < deadline && signals.count() < 2) {
-    drained = service.WaitForStreams(std::min(absl::Milliseconds(50), deadline - absl::Now()));
+    drained = wait(std::min(absl::Milliseconds(50), deadline - absl::Now()));
   }
   if (!drained) {
-    Log(LogLevel::kWarning,
-        absl::StrCat(signals.count() >= 2 ? "second signal" : "drain timeout", ": aborting ",
-                     service.active_streams(), " streams"));
+    Log(LogLevel::kWarning, absl::StrCat(signals.count() >= 2 ? "second signal" : "drain timeout",
+                                         ": aborting ", open(), " streams and requests"));
     serving.Stop();
     service.WaitForStreams(absl::Seconds(5));
+    http.WaitForRequests(absl::Seconds(5));
   }
 }
 
@@ -178,29 +209,39 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
   GenerationService service(options, metrics);
   int port = 0;
   ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> grpc_server, StartGrpc(options, service, &port));
-  std::unique_ptr<HttpEndpoint> http;
-  if (options.metrics_port >= 0) {
-    ASSIGN_OR_RETURN(
-        http,
-        HttpEndpoint::Start(options.host, options.metrics_port,
-                            {.metrics =
-                                 [&] {
-                                   ServingModel* s = service.serving();
-                                   return metrics.Render(s ? s->engine().GetStats() : EngineStats{},
-                                                         s ? s->model().RoutedTokensPerExpert()
-                                                           : std::vector<int64_t>{},
-                                                         service.active_streams());
-                                 },
-                             .health =
-                                 [&] {
-                                   const v1::ServerInfo::State state = service.state();
-                                   return std::make_pair(state == v1::ServerInfo::STATE_SERVING,
-                                                         v1::ServerInfo::State_Name(state));
-                                 }}));
-  }
-  const std::string http_address = http ? absl::StrCat(options.host, ":", http->port()) : "none";
-  std::printf("moe-server: listening on %s:%d (gRPC), metrics on %s; loading %s\n",
-              options.host.c_str(), port, http_address.c_str(), options.model.model_dir.c_str());
+  OpenAiApi api({.model_name = options.served_model_name, .api_key = options.api_key}, service, metrics,
+                [&] {
+                  ServingModel* s = service.serving();
+                  return metrics.Render(s ? s->engine().GetStats() : EngineStats{},
+                                        s ? s->model().RoutedTokensPerExpert() : std::vector<int64_t>{},
+                                        service.active_streams() + api.active_requests());
+                });
+  auto start_http = [&](int http_port, HttpHandler handler) -> absl::StatusOr<std::unique_ptr<HttpServer>> {
+    if (http_port < 0) return nullptr;
+    return HttpServer::Start({.host = options.host,
+                              .port = http_port,
+                              .io_threads = options.http_threads,
+                              .max_body_bytes = static_cast<size_t>(options.max_message_bytes)},
+                             std::move(handler));
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http,
+                   start_http(options.http_port, [&api](std::shared_ptr<HttpExchange> x) { api.Handle(std::move(x)); }));
+  // The operator's port: /health and /metrics only.
+  ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> operator_http,
+                   start_http(options.metrics_port, [&api](std::shared_ptr<HttpExchange> x) {
+                     const std::string& path = x->request().path;
+                     if (path == "/health" || path == "/metrics") {
+                       api.Handle(std::move(x));
+                     } else {
+                       x->Reply(404, "text/plain", "this port serves only /health and /metrics\n");
+                     }
+                   }));
+  auto address = [&](const std::unique_ptr<HttpServer>& server) {
+    return server ? absl::StrCat(options.host, ":", server->port()) : std::string("none");
+  };
+  std::printf("moe-server: listening on %s:%d (gRPC), metrics on %s, HTTP on %s; loading %s\n",
+              options.host.c_str(), port, address(operator_http ? operator_http : http).c_str(),
+              address(http).c_str(), options.model.model_dir.c_str());
   std::fflush(stdout);
 
   const absl::Time load_start = absl::Now();
@@ -215,6 +256,7 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
     Log(LogLevel::kInfo, "stop signal during loading; exiting without serving");
     grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
     if (http) http->Stop();
+    if (operator_http) operator_http->Stop();
     (*serving)->Stop();
     return absl::OkStatus();
   }
@@ -236,9 +278,10 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
 
   const int sig = signals.Wait();
   Log(LogLevel::kInfo, absl::StrCat("got ", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-  Drain(options, signals, service, **serving);
+  Drain(options, signals, service, api, **serving);
   grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
   if (http) http->Stop();
+  if (operator_http) operator_http->Stop();
   (*serving)->Stop();
   Log(LogLevel::kInfo, "stopped");
   return absl::OkStatus();

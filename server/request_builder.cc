@@ -98,17 +98,17 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_special_tokens,
-                                                const ServingModel& serving) {
-  if (serving.tokenizer() == nullptr) return NeedsTokenizer("input.text");
-  if (text.empty()) return Bad("input.text", "is empty");
+                                                const ServingModel& serving, const std::string& field) {
+  if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
+  if (text.empty()) return Bad(field, "is empty");
   absl::StatusOr<std::vector<int32_t>> ids =
       serving.tokenizer()->Encode(text, {.add_special_tokens = add_special_tokens});
-  if (!ids.ok()) return Bad("input.text", std::string(ids.status().message()));
-  if (ids->empty()) return Bad("input.text", "encodes to no tokens");
+  if (!ids.ok()) return Bad(field, std::string(ids.status().message()));
+  if (ids->empty()) return Bad(field, "encodes to no tokens");
   const int vocab_size = serving.model().info().vocab_size;
   for (int32_t id : *ids) {
     if (id >= vocab_size) {
-      return Bad("input.text",
+      return Bad(field,
                  absl::StrCat("encodes to id ", id, ", past the model's vocabulary (size ",
                               vocab_size, ")"));
     }
@@ -116,12 +116,21 @@ absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool ad
   return ids;
 }
 
-absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const ServingModel& serving) {
-  if (serving.tokenizer() == nullptr) return NeedsTokenizer("input.chat");
+absl::StatusOr<std::vector<int32_t>> EncodeConversation(const text::ChatTemplateInputs& inputs,
+                                                        const ServingModel& serving,
+                                                        const std::string& field) {
+  if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
   if (serving.chat_template() == nullptr) {
     return absl::FailedPreconditionError(
-        "input.chat needs a chat template, and this model has none");
+        absl::StrCat(field, " needs a chat template, and this model has none"));
   }
+  absl::StatusOr<std::string> rendered = serving.chat_template()->Render(inputs);
+  if (!rendered.ok()) return Bad(field, std::string(rendered.status().message()));
+  // The template writes the special tokens itself.
+  return EncodeText(*rendered, /*add_special_tokens=*/false, serving, field);
+}
+
+absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const ServingModel& serving) {
   if (chat.messages().empty()) return Bad("input.chat.messages", "is empty");
   text::ChatTemplateInputs inputs;
   inputs.add_generation_prompt =
@@ -131,10 +140,7 @@ absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const Serv
     if (m.role().empty()) return Bad(absl::StrCat("input.chat.messages[", i, "].role"), "is empty");
     inputs.messages.push_back({{"role", m.role()}, {"content", m.content()}});
   }
-  absl::StatusOr<std::string> rendered = serving.chat_template()->Render(inputs);
-  if (!rendered.ok()) return Bad("input.chat", std::string(rendered.status().message()));
-  // The template writes the special tokens itself.
-  return EncodeText(*rendered, /*add_special_tokens=*/false, serving);
+  return EncodeConversation(inputs, serving, "input.chat");
 }
 
 absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,

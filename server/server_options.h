@@ -18,7 +18,11 @@ struct ServerOptions {
   ServingModelOptions model;
   std::string host = "127.0.0.1";
   int port = 50051;         // 0: any free port (printed when listening)
-  int metrics_port = 9400;  // 0: any free port; -1: no HTTP endpoint
+  int http_port = 8000;     // the OpenAI API, /health, /metrics; 0: any free port; -1: none
+  int metrics_port = -1;    // only /health and /metrics; 0: any free port; -1: none
+  int http_threads = 2;     // I/O threads of each HTTP port
+  std::string served_model_name;  // the model's name in the OpenAI API
+  std::string api_key;            // empty: /v1 needs no key
   absl::Duration drain_timeout = absl::Seconds(30);
   int max_message_bytes = 4 << 20;  // received and sent gRPC messages
   absl::Duration keepalive_time = absl::Seconds(60);

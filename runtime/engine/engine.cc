@@ -188,6 +188,9 @@ void Engine::Finish(Sequence& seq, FinishReason reason, std::string matched_stop
   final.usage = {.prompt_tokens = seq.prompt_len,
                  .completion_tokens = seq.num_output(),
                  .cached_tokens = seq.num_cached_tokens};
+  if (const int n = seq.num_output(); n > 0) {
+    final.confidence = {.tokens = n, .mean_logprob = seq.logprob_sum / n, .min_logprob = seq.min_logprob};
+  }
   auto since_arrival = [&](absl::Time t) { return t == absl::InfiniteFuture() ? absl::ZeroDuration() : t - seq.arrival; };
   // A sequence that was never scheduled spent its whole life in the queue.
   const absl::Time dequeued = std::min(seq.first_scheduled, now);
@@ -245,6 +248,8 @@ StepBatch Engine::BuildBatch(const StepPlan& plan) const {
 
 void Engine::EmitToken(Sequence& seq, const Sampled& sampled) {
   seq.tokens.push_back(sampled.token);
+  seq.logprob_sum += sampled.logprob;
+  seq.min_logprob = seq.num_output() == 1 ? sampled.logprob : std::min(seq.min_logprob, sampled.logprob);
   if (seq.first_token == absl::InfiniteFuture()) seq.first_token = absl::Now();
   StopChecker::Step step = seq.stop->Append(sampled.token, seq.num_output());
   // One delta object reused for every token keeps the hot path free of allocations.

@@ -44,12 +44,21 @@ struct Timings {
   absl::Duration end_to_end;
 };
 
+// How sure the model was of a choice: the logprobs of its sampled tokens under the raw logits
+// (always computed, whether or not logprobs were asked for). Clients gate or route on it.
+struct Confidence {
+  int tokens = 0;             // sampled tokens counted
+  double mean_logprob = 0;    // 0 when there are none
+  float min_logprob = 0;
+};
+
 struct FinalOutput {
   int choice = 0;
   FinishReason reason = FinishReason::kLength;
   std::string matched_stop;  // the stop string, or the stop token id as text
   Usage usage;
   Timings timings;
+  Confidence confidence;
   absl::Status error;        // set when reason is kError
 };
 

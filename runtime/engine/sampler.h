@@ -32,8 +32,13 @@ struct SampleInput {
 
 struct Sampled {
   int32_t token = -1;  // -1: nothing could be chosen (every logit NaN or -inf)
+  float logprob = 0;   // of `token` under the raw logits (log-softmax before any processing)
   std::optional<SampledLogprobs> logprobs;
 };
+
+// log(sum(exp(logits))), vectorized (about 2e-7 relative error in each exp): the raw
+// logprob of token t is logits[t] - LogSumExp(logits). -inf when every logit is -inf.
+float LogSumExp(absl::Span<const float> logits);
 
 class Sampler {
  public:

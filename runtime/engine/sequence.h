@@ -36,6 +36,8 @@ struct Sequence {
   std::vector<int32_t> block_table;
   std::vector<ChainLink> block_chain;  // the prefix cache's chain of the full blocks so far
   SequenceStatus status = SequenceStatus::kWaiting;
+  double logprob_sum = 0;   // of the sampled tokens, for the final Confidence
+  float min_logprob = 0;
 
   std::shared_ptr<OutputSink> sink;
   std::unique_ptr<StopChecker> stop;

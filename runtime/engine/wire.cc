@@ -155,6 +155,7 @@ void PutFinal(WireWriter& w, const FinalOutput& f) {
   w.Put(f.matched_stop);
   w.Put(f.usage.prompt_tokens), w.Put(f.usage.completion_tokens), w.Put(f.usage.cached_tokens);
   w.Put(f.timings.queue), w.Put(f.timings.time_to_first_token), w.Put(f.timings.end_to_end);
+  w.Put(f.confidence.tokens), w.Put(f.confidence.mean_logprob), w.Put(f.confidence.min_logprob);
   w.Put(static_cast<int32_t>(f.error.code()));
   w.Put(std::string_view(f.error.message().data(), f.error.message().size()));
 }
@@ -174,6 +175,9 @@ absl::StatusOr<FinalOutput> GetFinal(WireReader& r) {
   ASSIGN_OR_RETURN(f.timings.queue, r.GetDuration());
   ASSIGN_OR_RETURN(f.timings.time_to_first_token, r.GetDuration());
   ASSIGN_OR_RETURN(f.timings.end_to_end, r.GetDuration());
+  ASSIGN_OR_RETURN(f.confidence.tokens, r.Get<int>());
+  ASSIGN_OR_RETURN(f.confidence.mean_logprob, r.Get<double>());
+  ASSIGN_OR_RETURN(f.confidence.min_logprob, r.Get<float>());
   ASSIGN_OR_RETURN(const int32_t code, r.Get<int32_t>());
   ASSIGN_OR_RETURN(std::string message, r.GetString());
   f.error = absl::Status(static_cast<absl::StatusCode>(code), message);
