@@ -64,6 +64,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
   if (ranks > 1 && std::string(MOE_MPIRUN).empty()) return absl::UnimplementedError("this build has no mpirun");
   if (!Has(args, "--port")) args.push_back("--port=0");
   if (!Has(args, "--metrics_port")) args.push_back("--metrics_port=0");
+  if (!Has(args, "--http_port")) args.push_back("--http_port=0");
   // Tests run in parallel: a small KV cache each, not the 1 GiB default.
   if (!Has(args, "--kv_blocks") && !Has(args, "--kv_cache_memory"))
     args.push_back("--kv_blocks=1024");
@@ -92,8 +93,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
   const size_t at = out.find("listening on ");
   char host[64];
   if (at == std::string::npos ||
-      std::sscanf(out.c_str() + at, "listening on %63[^:]:%d (gRPC), metrics on %*[^:]:%d", host,
-                  &server->port_, &server->metrics_port_) < 2) {
+      std::sscanf(out.c_str() + at, "listening on %63[^:]:%d (gRPC), metrics on %*[^:]:%d, HTTP on %*[^:]:%d",
+                  host, &server->port_, &server->metrics_port_, &server->http_port_) < 2) {
     return absl::InternalError(absl::StrCat("cannot read the ports from: ", out));
   }
   return server;

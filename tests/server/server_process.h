@@ -33,6 +33,7 @@ class ServerProcess {
   std::string address() const;  // "127.0.0.1:port"
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
+  int http_port() const { return http_port_; }  // the OpenAI API
 
   void Signal(int sig);
   // Under mpirun: the pid of rank `rank`, from the line each rank logs once loaded (waiting
@@ -52,6 +53,7 @@ class ServerProcess {
   std::string log_path_;
   int port_ = 0;
   int metrics_port_ = 0;
+  int http_port_ = 0;
 };
 
 }  // namespace moe::testing
