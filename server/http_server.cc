@@ -258,8 +258,33 @@ class Connection final : public std::enable_shared_from_this<Connection> {
                                    R"(", "type": "invalid_request_error", "param": null, "code": null}})");
     response.prepare_payload();
     auto data = std::make_shared<std::string>(Serialize(response));
-    net::async_write(stream_, net::buffer(*data), [self = shared_from_this(), data](beast::error_code, size_t) {
-      self->Close();
+    net::async_write(stream_, net::buffer(*data), [self = shared_from_this(), data](beast::error_code ec, size_t) {
+      if (ec) {
+        self->Close();
+        return;
+      }
+      // A client still sending its body reads the answer only once it is done: discard what
+      // it sends for a while, so it does not meet a reset instead.
+      beast::error_code ignored;
+      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      self->stream_.expires_after(std::chrono::seconds(5));
+      self->Discard(0);
+    });
+  }
+
+  void Discard(size_t discarded) {
+    constexpr size_t kMaxDiscard = 256 << 20;
+    if (closed_ || discarded > kMaxDiscard) {
+      Close();
+      return;
+    }
+    buffer_.clear();
+    stream_.async_read_some(buffer_.prepare(64 << 10), [self = shared_from_this(), discarded](beast::error_code ec, size_t n) {
+      if (ec) {
+        self->Close();
+        return;
+      }
+      self->Discard(discarded + n);
     });
   }
 
