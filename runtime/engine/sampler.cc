@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 
 #include "runtime/engine/philox.h"
@@ -11,24 +12,34 @@
 namespace moe {
 namespace {
 
-// Lanes of the vectorized reductions below: wide enough for AVX-512, split so that the
-// compiler vectorizes them without reassociating a single sum (no -ffast-math needed).
-constexpr int kLanes = 16;
-
 // e^x for x <= 0 to about 2e-7 relative (x below -87 gives about 1e-38, not 0): 2^(x log2 e)
-// as 2^floor times a degree-6 polynomial of the fraction. Branch-free, so loops vectorize.
-inline float ExpNonPositive(float x) {
-  const float t = std::max(x, -87.0f) * 1.44269504f;
-  const float whole = std::floor(t);
-  const float f = t - whole;  // [0, 1)
-  float p = 1.535336188e-4f;
+// as 2^floor times a degree-6 polynomial of the fraction. Written once over a vector of 8
+// floats (GCC/Clang vector extensions: AVX2 or better with -march=native, else SSE pairs);
+// the scalar tail uses lane 0. GCC 12 does not vectorize the scalar form by itself.
+using Floats8 = float __attribute__((vector_size(32)));
+using Ints8 = int32_t __attribute__((vector_size(32)));
+
+inline Floats8 ExpNonPositive(Floats8 x) {
+  const Floats8 lowest = Floats8{} - 87.0f;
+  x = x > lowest ? x : lowest;
+  const Floats8 t = x * 1.44269504f;
+  Ints8 whole = __builtin_convertvector(t, Ints8);      // truncates toward 0 ...
+  whole += __builtin_convertvector(whole, Floats8) > t;  // ... so -1 where t is not whole: floor
+  const Floats8 f = t - __builtin_convertvector(whole, Floats8);  // [0, 1)
+  Floats8 p = Floats8{} + 1.535336188e-4f;
   p = p * f + 1.339887440e-3f;
   p = p * f + 9.618437357e-3f;
   p = p * f + 5.550332471e-2f;
   p = p * f + 2.402264791e-1f;
   p = p * f + 6.931472028e-1f;
   p = p * f + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(whole) + 127) << 23);
+  return p * std::bit_cast<Floats8>((whole + 127) << 23);
+}
+
+inline Floats8 Load8(const float* x) {
+  Floats8 v;
+  std::memcpy(&v, x, sizeof(v));
+  return v;
 }
 
 }  // namespace
@@ -36,30 +47,27 @@ inline float ExpNonPositive(float x) {
 float LogSumExp(absl::Span<const float> logits) {
   const size_t n = logits.size();
   const float* x = logits.data();
-  float lane_max[kLanes];
-  std::fill(lane_max, lane_max + kLanes, -INFINITY);
-  size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) lane_max[k] = x[i + k] > lane_max[k] ? x[i + k] : lane_max[k];
+  constexpr size_t kWidth = 8;
+  const size_t vectors_end = n - n % kWidth;
+  Floats8 lane_max = Floats8{} - INFINITY;
+  for (size_t i = 0; i < vectors_end; i += kWidth) {
+    const Floats8 v = Load8(x + i);
+    lane_max = v > lane_max ? v : lane_max;  // NaNs are skipped
   }
-  float max_logit = *std::max_element(lane_max, lane_max + kLanes);
-  for (; i < n; ++i) max_logit = x[i] > max_logit ? x[i] : max_logit;
+  float max_logit = -INFINITY;
+  for (size_t k = 0; k < kWidth; ++k) max_logit = lane_max[k] > max_logit ? lane_max[k] : max_logit;
+  for (size_t i = vectors_end; i < n; ++i) max_logit = x[i] > max_logit ? x[i] : max_logit;
   if (!std::isfinite(max_logit)) return max_logit;  // every logit -inf (or NaN), or a +inf
   // Float lanes over blocks of 1024, each block's sum added in double.
   constexpr size_t kBlock = 1024;
   double sum = 0;
-  for (size_t start = 0; start < n; start += kBlock) {
-    const size_t end = std::min(n, start + kBlock);
-    float lane_sum[kLanes] = {};
-    size_t j = start;
-    for (; j + kLanes <= end; j += kLanes) {
-      for (int k = 0; k < kLanes; ++k) lane_sum[k] += ExpNonPositive(x[j + k] - max_logit);
-    }
-    float block = 0;
-    for (; j < end; ++j) block += ExpNonPositive(x[j] - max_logit);
-    for (int k = 0; k < kLanes; ++k) block += lane_sum[k];
-    sum += block;
+  for (size_t start = 0; start < vectors_end; start += kBlock) {
+    const size_t end = std::min(vectors_end, start + kBlock);
+    Floats8 lanes{};
+    for (size_t i = start; i < end; i += kWidth) lanes += ExpNonPositive(Load8(x + i) - max_logit);
+    for (size_t k = 0; k < kWidth; ++k) sum += lanes[k];
   }
+  for (size_t i = vectors_end; i < n; ++i) sum += ExpNonPositive(Floats8{} + (x[i] - max_logit))[0];
   return max_logit + static_cast<float>(std::log(sum));
 }
 
