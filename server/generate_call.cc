@@ -169,7 +169,8 @@ void GenerateCall::Enqueue(v1::GenerateResponse response) {
       pending_.push_back(std::move(response));
     }
     // A client that stops reading must not make the server buffer without bound.
-    if (pending_bytes_ > kMaxPendingBytes) {
+    // Streams that fall this far behind are ended (RESOURCE_EXHAUSTED) and their request aborted.
+    if (pending_bytes_ > context_.max_pending_bytes) {
       overflowed = cancelled_ = true;
       status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                              absl::StrCat("the client is not reading its stream: ", pending_bytes_,

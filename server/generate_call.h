@@ -37,6 +37,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     std::string request_id;  // the client's id, in every response (built.request.id is the
                              // engine's, unique to this stream)
     size_t max_message_bytes = 4 << 20;  // the server's gRPC send limit
+    size_t max_pending_bytes = 16 << 20;  // a slower reader's stream is ended beyond this
     // When the stream issues its final status, on a gRPC thread: its request id is free
     // again (the engine may still be finishing an aborted request under its own id).
     std::function<void()> on_finish;
@@ -80,8 +81,6 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   std::vector<absl::Time> last_delta_time_;  // [n] per choice
 
   absl::Mutex mu_;
-  // Streams that fall this far behind are ended (RESOURCE_EXHAUSTED) and their request aborted.
-  static constexpr size_t kMaxPendingBytes = 16 << 20;
   // Merged chunks stay below this, and below half the message limit.
   static constexpr size_t kMaxMergedChunkBytes = 256 << 10;
 

@@ -159,6 +159,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
                               .metrics = &metrics_,
                               .request_id = id,
                               .max_message_bytes = static_cast<size_t>(options_.max_message_bytes),
+                              .max_pending_bytes = static_cast<size_t>(options_.max_stream_buffer_bytes),
                               .on_finish = [this, id, engine_id]() { Unregister(id, engine_id); },
                               .take_early_abort =
                                   [this, engine_id]() {

@@ -58,7 +58,9 @@ ABSL_FLAG(int, block_size, 16, "KV cache block size in tokens (a power of two)")
 ABSL_FLAG(int, queue_limit, 1024, "requests waiting at most; beyond, RESOURCE_EXHAUSTED (0: none)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long open streams may run before they are aborted");
-ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message received or sent");
+ABSL_FLAG(int, max_message_bytes, 4 << 20, "largest gRPC message received or sent, and HTTP request body");
+ABSL_FLAG(std::string, stream_buffer_limit, "16MiB",
+          "a stream (gRPC or HTTP) whose client reads too slowly ends once this much waits unsent");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(60),
           "under mpirun: a step's exchange still waiting on a rank after this long ends every rank");
@@ -67,7 +69,7 @@ namespace moe::server {
 namespace {
 
 // "512MiB", "2GiB", "1000000".
-absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
+absl::StatusOr<int64_t> ParseBytes(const std::string& text, const char* flag) {
   const std::pair<const char*, int64_t> units[] = {
       {"GiB", int64_t{1} << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}};
   for (const auto& [suffix, scale] : units) {
@@ -78,7 +80,7 @@ absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
     break;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("--kv_cache_memory must be a positive size such as 512MiB, got \"", text, "\""));
+      absl::StrCat(flag, " must be a positive size such as 512MiB, got \"", text, "\""));
 }
 
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
@@ -118,7 +120,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   e.block_size = absl::GetFlag(FLAGS_block_size);
   e.num_kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
   if (e.num_kv_blocks <= 0) {
-    ASSIGN_OR_RETURN(e.kv_cache_bytes, ParseBytes(absl::GetFlag(FLAGS_kv_cache_memory)));
+    ASSIGN_OR_RETURN(e.kv_cache_bytes, ParseBytes(absl::GetFlag(FLAGS_kv_cache_memory), "--kv_cache_memory"));
   }
   e.max_waiting_requests = absl::GetFlag(FLAGS_queue_limit);
   if (e.max_waiting_requests < 0) return absl::InvalidArgumentError("--queue_limit must be >= 0");
@@ -126,6 +128,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   if (o.max_message_bytes < 1024)
     return absl::InvalidArgumentError("--max_message_bytes must be >= 1024");
+  ASSIGN_OR_RETURN(o.max_stream_buffer_bytes, ParseBytes(absl::GetFlag(FLAGS_stream_buffer_limit), "--stream_buffer_limit"));
   return o;
 }
 
@@ -221,7 +224,8 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
     return HttpServer::Start({.host = options.host,
                               .port = http_port,
                               .io_threads = options.http_threads,
-                              .max_body_bytes = static_cast<size_t>(options.max_message_bytes)},
+                              .max_body_bytes = static_cast<size_t>(options.max_message_bytes),
+                              .max_pending_bytes = static_cast<size_t>(options.max_stream_buffer_bytes)},
                              std::move(handler));
   };
   ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http,

@@ -24,7 +24,10 @@ struct ServerOptions {
   std::string served_model_name;  // the model's name in the OpenAI API
   std::string api_key;            // empty: /v1 needs no key
   absl::Duration drain_timeout = absl::Seconds(30);
-  int max_message_bytes = 4 << 20;  // received and sent gRPC messages
+  int max_message_bytes = 4 << 20;  // received and sent gRPC messages; HTTP request bodies
+  // A stream (gRPC or HTTP) whose client reads slower than it is written is ended, and its
+  // request aborted, once this much waits unsent.
+  int64_t max_stream_buffer_bytes = 16 << 20;
   absl::Duration keepalive_time = absl::Seconds(60);
   absl::Duration keepalive_timeout = absl::Seconds(20);
 };

@@ -412,6 +412,71 @@ class OpenAiSdkTest(unittest.TestCase):
         self.assertStillServing()
 
 
+def sse_events(server, body):
+    """The data: payloads of one streamed request, read to the end."""
+    req = urllib.request.Request(server.base_url + "/v1/completions", data=json.dumps(body).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return [line.decode()[6:].strip() for line in r if line.startswith(b"data: ")]
+
+
+class StreamLimitsTest(unittest.TestCase):
+    """A server with a small stream buffer and a short drain timeout."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model_dir = os.path.join(cls.tmp.name, "model")
+        make_model(cls.model_dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_a_client_that_stops_reading_is_cut_off_and_its_request_aborted(self):
+        server = Server(self.model_dir, "--stream_buffer_limit", "32KiB")
+        try:
+            aborted = 'moe_requests_finished_total{reason="aborted"}'
+            before = metric(server, aborted)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            sock.connect(("127.0.0.1", server.http_port))
+            # About 25 MB of events (8 choices, 20 top logprobs a token): more than the kernel's
+            # socket buffers can hide.
+            body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Go on"}], "n": 8,
+                               "max_tokens": 1900, "stream": True, "logprobs": True, "top_logprobs": 20,
+                               "ignore_eos": True}).encode()
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.time() + 30  # never reads
+            while time.time() < deadline and metric(server, aborted) < before + 8:
+                time.sleep(0.05)
+            self.assertEqual(metric(server, aborted), before + 8)  # every choice
+            self.assertEqual(metric(server, "moe_requests_running"), 0)
+            sock.close()
+            events = sse_events(server, {"model": MODEL, "prompt": "ok", "max_tokens": 2, "stream": True})
+            self.assertEqual(events[-1], "[DONE]")  # a reader that reads is served as ever
+        finally:
+            server.stop()
+
+    def test_a_stream_that_fails_after_its_start_ends_with_an_error_event_then_done(self):
+        server = Server(self.model_dir, "--drain_timeout", "300ms")
+        req = urllib.request.Request(server.base_url + "/v1/completions", method="POST",
+                                     headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"model": MODEL, "prompt": "Go", "max_tokens": 2000,
+                                                      "stream": True, "ignore_eos": True}).encode())
+        with urllib.request.urlopen(req, timeout=60) as r:
+            first = r.readline()
+            self.assertTrue(first.startswith(b"data: {"))
+            server.proc.terminate()  # drains for 300 ms, then aborts what is left
+            events = [line.decode()[6:].strip() for line in r if line.startswith(b"data: ")]
+        self.assertEqual(events[-1], "[DONE]")
+        error = json.loads(events[-2])["error"]
+        self.assertEqual(error["type"], "service_unavailable")
+        self.assertIn("aborted", error["message"])
+        self.assertEqual(server.proc.wait(timeout=30), 0)
+
+
 class NotServingTest(unittest.TestCase):
     def test_draining_server_answers_503_and_finishes_open_streams(self):
         with tempfile.TemporaryDirectory() as tmp:
