@@ -72,9 +72,9 @@ void OpenAiCall::Start(Context context, OpenAiRequest request, std::shared_ptr<H
       absl::MutexLock lock(&c->mu_);
       if (c->done_) return;
       c->done_ = true;
+      c->AbortAll();
     }
     Log(LogLevel::kDebug, absl::StrCat(c->context_.id, ": the client went away; aborting"));
-    c->AbortAll();
     if (c->context_.on_finish) c->context_.on_finish();
   });
   call->Submit();
@@ -215,7 +215,7 @@ void OpenAiCall::OnFinal(int index, const FinalOutput& final) {
   if (unfinished_ == 0 && !done_) Complete();
 }
 
-json OpenAiCall::UsageJson() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+json OpenAiCall::UsageJson() const {
   int prompt = 0, completion = 0, cached = 0;
   for (size_t i = 0; i < choices_.size(); ++i) {
     const Usage& u = choices_[i].final.usage;
@@ -249,7 +249,7 @@ json OpenAiCall::ChoiceJson(int index, const Choice& choice) const {
   return c;
 }
 
-void OpenAiCall::SendEvent(const json& event) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+void OpenAiCall::SendEvent(const json& event) {
   if (done_) return;
   if (exchange_->Send(absl::StrCat("data: ", Dump(event), "\n\n"))) return;
   // The client is gone or has stopped reading: end its work and its connection.
@@ -260,7 +260,7 @@ void OpenAiCall::SendEvent(const json& event) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (context_.on_finish) context_.on_finish();
 }
 
-void OpenAiCall::Fail(const absl::Status& status) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+void OpenAiCall::Fail(const absl::Status& status) {
   done_ = true;
   AbortAll();
   const ApiError error = ApiErrorOf(status);
@@ -274,7 +274,7 @@ void OpenAiCall::Fail(const absl::Status& status) ABSL_NO_THREAD_SAFETY_ANALYSIS
   if (context_.on_finish) context_.on_finish();
 }
 
-void OpenAiCall::Complete() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+void OpenAiCall::Complete() {
   done_ = true;
   if (request_.stream) {
     std::string tail;

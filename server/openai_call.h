@@ -59,23 +59,25 @@ class OpenAiCall : public std::enable_shared_from_this<OpenAiCall> {
 
   OpenAiCall(Context context, OpenAiRequest request, std::shared_ptr<HttpExchange> exchange);
   void Submit();
-  void AbortAll();
+  void AbortAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The logprobs of `delta` in the endpoint's shape, appended to `into` (made if null).
   void AddLogprobs(Choice& choice, const OutputDelta& delta, nlohmann::ordered_json& into);
   nlohmann::ordered_json ChoiceJson(int index, const Choice& choice) const;
-  nlohmann::ordered_json UsageJson() const;
+  nlohmann::ordered_json UsageJson() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   nlohmann::ordered_json ChunkJson(nlohmann::ordered_json choices) const;
-  void SendEvent(const nlohmann::ordered_json& event);
-  void Fail(const absl::Status& status);
-  void Complete();
+  // Sends one event; a client that is gone or not reading ends the call.
+  void SendEvent(const nlohmann::ordered_json& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers with `status` (an error event and [DONE] once streaming) and aborts the rest.
+  void Fail(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every choice finished: the body, or the stream's usage chunk and [DONE].
+  void Complete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Context context_;
   const OpenAiRequest request_;
   const std::shared_ptr<HttpExchange> exchange_;
   const int n_;  // choices per prompt
-  std::vector<std::string> engine_ids_;
-
   absl::Mutex mu_;  // the engine thread, and the I/O thread of a client that leaves
+  std::vector<std::string> engine_ids_ ABSL_GUARDED_BY(mu_);  // submitted requests
   std::vector<Choice> choices_ ABSL_GUARDED_BY(mu_);
   int unfinished_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;  // answered, failed or abandoned: nothing more is sent
