@@ -206,7 +206,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
           ASSIGN_OR_RETURN(ids, serving->tokenizer()->Encode("", {.add_special_tokens = special}));
           break;
         }
-        ASSIGN_OR_RETURN(ids, EncodeText(request->text(), special, *serving));
+        ASSIGN_OR_RETURN(ids, EncodeText(request->text(), special, *serving, "text"));
         break;
       }
       case v1::TokenizeRequest::kChat: {

@@ -111,6 +111,14 @@ void OpenAiApi::Handle(std::shared_ptr<HttpExchange> exchange) {
   }
 }
 
+ApiError OpenAiApi::UnknownModel(const std::string& name) const {
+  return {.status = 404,
+          .message = absl::StrCat("the model \"", name, "\" does not exist: this server serves \"",
+                                  options_.model_name, "\""),
+          .param = "model",
+          .code = "model_not_found"};
+}
+
 void OpenAiApi::ListModels(const std::shared_ptr<HttpExchange>& exchange, const std::string& id) {
   const json model = {{"id", options_.model_name}, {"object", "model"}, {"created", created_},
                       {"owned_by", "moe-serve"}};
@@ -119,11 +127,7 @@ void OpenAiApi::ListModels(const std::shared_ptr<HttpExchange>& exchange, const 
   } else if (id == options_.model_name) {
     exchange->Reply(200, "application/json", model.dump());
   } else {
-    ReplyError(*exchange, {.status = 404,
-                           .message = absl::StrCat("the model \"", id, "\" does not exist: this server serves \"",
-                                                   options_.model_name, "\""),
-                           .param = "model",
-                           .code = "model_not_found"});
+    ReplyError(*exchange, UnknownModel(id));
   }
 }
 
@@ -148,12 +152,7 @@ void OpenAiApi::Generate(Endpoint endpoint, const std::shared_ptr<HttpExchange>&
   }
   if (parsed->model != options_.model_name) {
     metrics_.OnRejected("NOT_FOUND");
-    ReplyError(*exchange, {.status = 404,
-                           .message = absl::StrCat("the model \"", parsed->model,
-                                                   "\" does not exist: this server serves \"",
-                                                   options_.model_name, "\""),
-                           .param = "model",
-                           .code = "model_not_found"});
+    ReplyError(*exchange, UnknownModel(parsed->model));
     return;
   }
   {

@@ -49,6 +49,7 @@ class OpenAiApi {
   void Generate(Endpoint endpoint, const std::shared_ptr<HttpExchange>& exchange);
   void ListModels(const std::shared_ptr<HttpExchange>& exchange, const std::string& id);
   bool Authorized(const HttpRequest& request) const;
+  ApiError UnknownModel(const std::string& name) const;  // 404 naming the served model
 
   const OpenAiApiOptions options_;
   GenerationService& service_;

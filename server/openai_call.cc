@@ -10,20 +10,9 @@
 namespace moe::server {
 namespace {
 
-using json = nlohmann::ordered_json;  // fields in the order OpenAI documents them
-
-// Dumps as the wire needs it: compact, invalid UTF-8 replaced rather than thrown on.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// JSON has no -inf: OpenAI reports impossible tokens as -9999.
-double Finite(float logprob) { return std::isfinite(logprob) ? logprob : -9999.0; }
-
-const char* FinishReasonOf(FinishReason reason) {
-  return reason == FinishReason::kLength || reason == FinishReason::kTimeLimit ? "length" : "stop";
-}
-
-json ConfidenceJson(const Confidence& c) {
-  return {{"tokens", c.tokens}, {"mean_logprob", c.mean_logprob}, {"min_logprob", Finite(c.min_logprob)}};
+// Compact, with invalid UTF-8 replaced rather than thrown on.
+std::string Dump(const OpenAiResponse::json& j) {
+  return j.dump(-1, ' ', false, OpenAiResponse::json::error_handler_t::replace);
 }
 
 // Forwards one engine request's output to its call, numbering its choices after the
@@ -47,12 +36,11 @@ OpenAiCall::OpenAiCall(Context context, OpenAiRequest request, std::shared_ptr<H
       request_(std::move(request)),
       exchange_(std::move(exchange)),
       n_(request_.prompts.empty() ? 1 : request_.prompts[0].sampling.n),
-      choices_(request_.prompts.size() * n_),
-      unfinished_(static_cast<int>(choices_.size())) {
-  for (Choice& c : choices_) {
-    if (request_.logprobs >= 0) c.logprobs = json();
-  }
-}
+      response_(request_, {.id = context_.id,
+                           .model = context_.model,
+                           .created = context_.created,
+                           .tokenizer = context_.tokenizer}),
+      last_delta_(response_.num_choices(), absl::InfiniteFuture()) {}
 
 OpenAiCall::~OpenAiCall() {
   bool notify;
@@ -99,98 +87,27 @@ void OpenAiCall::Submit() {
   if (!request_.stream) return;
   exchange_->StartStream(200, "text/event-stream");
   streaming_ = true;
-  // Chat streams open each choice with the assistant's role; echoed completions with the prompt.
-  for (size_t i = 0; i < choices_.size(); ++i) {
-    if (request_.endpoint == Endpoint::kChat) {
-      SendEvent(ChunkJson(json::array(
-          {{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr},
-            {"finish_reason", nullptr}}})));
-    } else if (request_.echo) {
-      SendEvent(ChunkJson(json::array({{{"index", i}, {"text", request_.prompt_texts[i / n_]},
-                                        {"logprobs", nullptr}, {"finish_reason", nullptr}}})));
-    }
-  }
+  for (const OpenAiResponse::json& chunk : response_.OpeningChunks()) SendEvent(chunk);
 }
 
 void OpenAiCall::AbortAll() {
   for (const std::string& id : engine_ids_) context_.engine->Abort(id);
 }
 
-void OpenAiCall::AddLogprobs(Choice& choice, const OutputDelta& delta, json& into) {
-  auto token_text = [&](int32_t id) {
-    if (context_.tokenizer == nullptr) return absl::StrCat("token_id:", id);
-    absl::StatusOr<std::string> text = context_.tokenizer->Decode({id});
-    return text.ok() ? *text : absl::StrCat("token_id:", id);
-  };
-  auto bytes_of = [](const std::string& s) {
-    json bytes = json::array();
-    for (unsigned char ch : s) bytes.push_back(ch);
-    return bytes;
-  };
-  if (request_.endpoint == Endpoint::kChat) {
-    if (into.is_null()) into = {{"content", json::array()}, {"refusal", nullptr}};
-    for (const SampledLogprobs& lp : delta.logprobs) {
-      const std::string token = token_text(lp.chosen.token);
-      json top = json::array();
-      for (const TokenLogprob& t : lp.top) {
-        const std::string s = token_text(t.token);
-        top.push_back({{"token", s}, {"logprob", Finite(t.logprob)}, {"bytes", bytes_of(s)}});
-      }
-      into["content"].push_back({{"token", token}, {"logprob", Finite(lp.chosen.logprob)},
-                                 {"bytes", bytes_of(token)}, {"top_logprobs", std::move(top)}});
-    }
-    return;
-  }
-  if (into.is_null()) {
-    into = {{"tokens", json::array()}, {"token_logprobs", json::array()},
-            {"top_logprobs", json::array()}, {"text_offset", json::array()}};
-  }
-  for (const SampledLogprobs& lp : delta.logprobs) {
-    const std::string token = token_text(lp.chosen.token);
-    json top = json::object();
-    for (const TokenLogprob& t : lp.top) top[token_text(t.token)] = Finite(t.logprob);
-    into["tokens"].push_back(token);
-    into["token_logprobs"].push_back(Finite(lp.chosen.logprob));
-    into["top_logprobs"].push_back(std::move(top));
-    into["text_offset"].push_back(choice.text_offset);
-    choice.text_offset += static_cast<int64_t>(token.size());
-  }
-}
-
 void OpenAiCall::OnDelta(int index, const OutputDelta& delta) {
   absl::MutexLock lock(&mu_);
-  Choice& choice = choices_[index];
   const absl::Time now = absl::Now();
-  const absl::Time last = std::exchange(choice.last_delta, now);
+  const absl::Time last = std::exchange(last_delta_[index], now);
   context_.metrics->OnTokens(static_cast<int>(delta.token_ids.size()),
                              last == absl::InfiniteFuture() ? -1.0 : absl::ToDoubleSeconds(now - last));
   if (done_) return;
-  if (!request_.stream) {
-    choice.text += delta.text;
-    if (request_.logprobs >= 0) AddLogprobs(choice, delta, choice.logprobs);
-    return;
-  }
-  json logprobs;
-  if (request_.logprobs >= 0 && !delta.logprobs.empty()) AddLogprobs(choice, delta, logprobs);
-  if (delta.text.empty() && logprobs.is_null()) return;  // text held back near a stop string
-  json c = {{"index", index}};
-  if (request_.endpoint == Endpoint::kChat) {
-    c["delta"] = {{"content", delta.text}};
-  } else {
-    c["text"] = delta.text;
-  }
-  c["logprobs"] = std::move(logprobs);
-  c["finish_reason"] = nullptr;
-  SendEvent(ChunkJson(json::array({std::move(c)})));
+  SendEvent(response_.AddDelta(index, delta));
 }
 
 void OpenAiCall::OnFinal(int index, const FinalOutput& final) {
   context_.metrics->OnFinished(final, /*count_prompt=*/index % n_ == 0);
   absl::MutexLock lock(&mu_);
-  Choice& choice = choices_[index];
-  choice.final = final;
-  choice.finished = true;
-  --unfinished_;
+  const OpenAiResponse::json last = response_.AddFinal(index, final);
   if (done_) return;
   if (final.reason == FinishReason::kError || final.reason == FinishReason::kAborted) {
     Log(LogLevel::kError, absl::StrCat(context_.id, " failed: ", final.error.ToString()));
@@ -200,57 +117,12 @@ void OpenAiCall::OnFinal(int index, const FinalOutput& final) {
                                             : absl::InternalError(final.error.message()));
     return;
   }
-  if (request_.stream) {
-    json c = {{"index", index}};
-    if (request_.endpoint == Endpoint::kChat) {
-      c["delta"] = json::object();
-    } else {
-      c["text"] = "";
-    }
-    c["logprobs"] = nullptr;
-    c["finish_reason"] = FinishReasonOf(final.reason);
-    c["confidence"] = ConfidenceJson(final.confidence);
-    SendEvent(ChunkJson(json::array({std::move(c)})));
-  }
-  if (unfinished_ == 0 && !done_) Complete();
+  SendEvent(last);
+  if (response_.finished() && !done_) Complete();
 }
 
-json OpenAiCall::UsageJson() const {
-  int prompt = 0, completion = 0, cached = 0;
-  for (size_t i = 0; i < choices_.size(); ++i) {
-    const Usage& u = choices_[i].final.usage;
-    completion += u.completion_tokens;
-    if (i % n_ == 0) prompt += u.prompt_tokens, cached += u.cached_tokens;
-  }
-  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion},
-          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
-}
-
-json OpenAiCall::ChunkJson(json choices) const {
-  json chunk = {{"id", context_.id},
-                {"object", request_.endpoint == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
-                {"created", context_.created},
-                {"model", context_.model},
-                {"choices", std::move(choices)}};
-  if (request_.include_usage) chunk["usage"] = nullptr;
-  return chunk;
-}
-
-json OpenAiCall::ChoiceJson(int index, const Choice& choice) const {
-  json c = {{"index", index}};
-  if (request_.endpoint == Endpoint::kChat) {
-    c["message"] = {{"role", "assistant"}, {"content", choice.text}, {"refusal", nullptr}};
-  } else {
-    c["text"] = request_.echo ? request_.prompt_texts[index / n_] + choice.text : choice.text;
-  }
-  c["logprobs"] = choice.logprobs;
-  c["finish_reason"] = FinishReasonOf(choice.final.reason);
-  c["confidence"] = ConfidenceJson(choice.final.confidence);
-  return c;
-}
-
-void OpenAiCall::SendEvent(const json& event) {
-  if (done_) return;
+void OpenAiCall::SendEvent(const OpenAiResponse::json& event) {
+  if (done_ || event.is_null()) return;
   if (exchange_->Send(absl::StrCat("data: ", Dump(event), "\n\n"))) return;
   // The client is gone or has stopped reading: end its work and its connection.
   done_ = true;
@@ -277,23 +149,12 @@ void OpenAiCall::Fail(const absl::Status& status) {
 void OpenAiCall::Complete() {
   done_ = true;
   if (request_.stream) {
-    std::string tail;
-    if (request_.include_usage) {
-      json usage = ChunkJson(json::array());
-      usage["usage"] = UsageJson();
-      tail = absl::StrCat("data: ", Dump(usage), "\n\n");
-    }
-    exchange_->Send(absl::StrCat(tail, "data: [DONE]\n\n"));
+    const std::string usage =
+        request_.include_usage ? absl::StrCat("data: ", Dump(response_.UsageChunk()), "\n\n") : "";
+    exchange_->Send(absl::StrCat(usage, "data: [DONE]\n\n"));
     exchange_->EndStream();
   } else {
-    json body = {{"id", context_.id},
-                 {"object", request_.endpoint == Endpoint::kChat ? "chat.completion" : "text_completion"},
-                 {"created", context_.created},
-                 {"model", context_.model},
-                 {"choices", json::array()}};
-    for (size_t i = 0; i < choices_.size(); ++i) body["choices"].push_back(ChoiceJson(i, choices_[i]));
-    body["usage"] = UsageJson();
-    exchange_->Reply(200, "application/json", Dump(body));
+    exchange_->Reply(200, "application/json", Dump(response_.Body()));
   }
   if (context_.on_finish) context_.on_finish();
 }

@@ -18,12 +18,12 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
 #include "runtime/text/tokenizer.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/openai_response.h"
 
 namespace moe::server {
 
@@ -47,26 +47,12 @@ class OpenAiCall : public std::enable_shared_from_this<OpenAiCall> {
   void OnFinal(int choice, const FinalOutput& final);
 
  private:
-  struct Choice {
-    std::string text;
-    nlohmann::ordered_json logprobs;  // the shape of the endpoint, or null when not asked for
-    int64_t text_offset = 0;  // completions logprobs: where the next token's text starts
-    bool started = false;     // stream: the chat role chunk is sent
-    bool finished = false;
-    absl::Time last_delta = absl::InfiniteFuture();  // for the inter-token metric
-    FinalOutput final;
-  };
-
   OpenAiCall(Context context, OpenAiRequest request, std::shared_ptr<HttpExchange> exchange);
   void Submit();
   void AbortAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The logprobs of `delta` in the endpoint's shape, appended to `into` (made if null).
-  void AddLogprobs(Choice& choice, const OutputDelta& delta, nlohmann::ordered_json& into);
-  nlohmann::ordered_json ChoiceJson(int index, const Choice& choice) const;
-  nlohmann::ordered_json UsageJson() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  nlohmann::ordered_json ChunkJson(nlohmann::ordered_json choices) const;
-  // Sends one event; a client that is gone or not reading ends the call.
-  void SendEvent(const nlohmann::ordered_json& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends one event (a chunk, or null for nothing); a client that is gone or not reading
+  // ends the call.
+  void SendEvent(const OpenAiResponse::json& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Answers with `status` (an error event and [DONE] once streaming) and aborts the rest.
   void Fail(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Every choice finished: the body, or the stream's usage chunk and [DONE].
@@ -76,10 +62,11 @@ class OpenAiCall : public std::enable_shared_from_this<OpenAiCall> {
   const OpenAiRequest request_;
   const std::shared_ptr<HttpExchange> exchange_;
   const int n_;  // choices per prompt
+
   absl::Mutex mu_;  // the engine thread, and the I/O thread of a client that leaves
+  OpenAiResponse response_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> engine_ids_ ABSL_GUARDED_BY(mu_);  // submitted requests
-  std::vector<Choice> choices_ ABSL_GUARDED_BY(mu_);
-  int unfinished_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Time> last_delta_ ABSL_GUARDED_BY(mu_);   // per choice, for the inter-token metric
   bool done_ ABSL_GUARDED_BY(mu_) = false;  // answered, failed or abandoned: nothing more is sent
   bool streaming_ ABSL_GUARDED_BY(mu_) = false;  // the 200 and the event stream have started
 };

@@ -12,7 +12,7 @@
 #include "runtime/engine/request_validation.h"
 #include "runtime/status_macros.h"
 #include "server/log.h"
-#include "server/request_builder.h"
+#include "server/prompt_encoding.h"
 
 namespace moe::server {
 namespace {
@@ -106,7 +106,7 @@ class Fields {
 absl::StatusOr<std::vector<int32_t>> TokenIds(const json& list, const std::string& field) {
   std::vector<int32_t> ids;
   for (size_t i = 0; i < list.size(); ++i) {
-    int id;
+    int id = 0;
     RETURN_IF_ERROR(Fields::ToInt(list[i], absl::StrCat(field, "[", i, "]"), &id));
     ids.push_back(id);
   }
@@ -232,7 +232,7 @@ absl::Status ParseSampling(const Fields& f, SamplingParams& s) {
     if (!bias->is_object()) return WrongType("logit_bias", "an object of token id to bias", *bias);
     for (const auto& [key, value] : bias->items()) {
       const std::string field = absl::StrCat("logit_bias[", key, "]");
-      int token;
+      int token = 0;
       size_t used = 0;
       try {
         token = std::stoi(key, &used);

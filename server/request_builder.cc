@@ -69,7 +69,7 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const v1::GenerateRequest& pro
     case v1::GenerateRequest::kText:
       return EncodeText(proto.text(),
                         proto.has_add_special_tokens() ? proto.add_special_tokens() : true,
-                        serving);
+                        serving, "input.text");
     case v1::GenerateRequest::kTokenIds: {
       if (proto.token_ids().ids().empty()) return Bad("input.token_ids", "is empty");
       RETURN_IF_ERROR(CheckTokenIds(proto.token_ids().ids(), "input.token_ids",
@@ -95,39 +95,6 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
     }
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_special_tokens,
-                                                const ServingModel& serving, const std::string& field) {
-  if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
-  if (text.empty()) return Bad(field, "is empty");
-  absl::StatusOr<std::vector<int32_t>> ids =
-      serving.tokenizer()->Encode(text, {.add_special_tokens = add_special_tokens});
-  if (!ids.ok()) return Bad(field, std::string(ids.status().message()));
-  if (ids->empty()) return Bad(field, "encodes to no tokens");
-  const int vocab_size = serving.model().info().vocab_size;
-  for (int32_t id : *ids) {
-    if (id >= vocab_size) {
-      return Bad(field,
-                 absl::StrCat("encodes to id ", id, ", past the model's vocabulary (size ",
-                              vocab_size, ")"));
-    }
-  }
-  return ids;
-}
-
-absl::StatusOr<std::vector<int32_t>> EncodeConversation(const text::ChatTemplateInputs& inputs,
-                                                        const ServingModel& serving,
-                                                        const std::string& field) {
-  if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
-  if (serving.chat_template() == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(field, " needs a chat template, and this model has none"));
-  }
-  absl::StatusOr<std::string> rendered = serving.chat_template()->Render(inputs);
-  if (!rendered.ok()) return Bad(field, std::string(rendered.status().message()));
-  // The template writes the special tokens itself.
-  return EncodeText(*rendered, /*add_special_tokens=*/false, serving, field);
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const ServingModel& serving) {

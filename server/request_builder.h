@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "moe/v1/generation.pb.h"
 #include "runtime/engine/request.h"
+#include "server/prompt_encoding.h"
 #include "server/serving_model.h"
 
 namespace moe::server {
@@ -31,16 +32,9 @@ struct BuiltRequest {
 absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
                                           const ServingModel& serving);
 
-// The prompt of a Generate or Tokenize input: token ids checked against the vocabulary,
-// text encoded, or chat messages rendered and encoded.
-// `field` names the input in errors ("input.text" over gRPC, "prompt" over HTTP).
-absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_special_tokens,
-                                                const ServingModel& serving,
-                                                const std::string& field = "input.text");
-// Renders a conversation with the model's chat template, then encodes it.
-absl::StatusOr<std::vector<int32_t>> EncodeConversation(const text::ChatTemplateInputs& inputs,
-                                                        const ServingModel& serving,
-                                                        const std::string& field);
+// The prompt of a Generate or Tokenize input: token ids checked against the vocabulary, or
+// chat messages rendered and encoded (text: EncodeText in prompt_encoding.h).
+// The prompt of a chat input, rendered with the model's template and encoded.
 absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const ServingModel& serving);
 absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
                            const std::string& field, int vocab_size);
