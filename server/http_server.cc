@@ -32,6 +32,8 @@ using tcp = net::ip::tcp;
 // pipelines more than this is no longer watched until its exchange ends.
 constexpr size_t kMaxReadAhead = 64 << 10;
 constexpr size_t kMaxHeaderBytes = 64 << 10;
+// Queued chunks merged into one write stop growing past this.
+constexpr size_t kMaxCoalescedBytes = 256 << 10;
 
 // What the connection writes: bytes as they are (a serialized header or whole response),
 // one chunk of a chunked body, or the last chunk.
@@ -214,6 +216,15 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     }
     writing_ = true;
     Queued& next = queue_.front();
+    // A stream that falls behind sends what waits in one chunk (events concatenated are
+    // still events), not one write each.
+    while (next.output.kind == Output::Kind::kChunk && queue_.size() > 1 &&
+           queue_[1].output.kind == Output::Kind::kChunk && queue_[1].exchange == next.exchange &&
+           next.output.data.size() < kMaxCoalescedBytes) {
+      next.output.data += queue_[1].output.data;
+      next.last = next.last || queue_[1].last;
+      queue_.erase(queue_.begin() + 1);
+    }
     auto done = [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWritten(ec); };
     const Output& out = next.output;
     switch (out.kind) {

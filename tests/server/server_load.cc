@@ -10,6 +10,7 @@
 //   moe-server-load --address 127.0.0.1:50051 --model /tmp/tiny   # plus the engine alone
 //   moe-server-load --api both --chat --streams 1000 --requests 1000 --http_address 127.0.0.1:8000 \
 //       --pid $(pgrep moe-server)
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -40,6 +41,7 @@ ABSL_FLAG(std::string, http_address, "127.0.0.1:8000", "moe-server's HTTP addres
 ABSL_FLAG(std::string, http_model, "default", "the served model name, for HTTP");
 ABSL_FLAG(bool, chat, false, "send a chat message instead of token ids");
 ABSL_FLAG(int, pid, 0, "moe-server's pid: report its thread count");
+ABSL_FLAG(int, rounds, 1, "repeat the load this many times, alternating which API goes first");
 
 namespace moe {
 namespace {
@@ -127,10 +129,9 @@ Totals RunClients(One one) {
   return t;
 }
 
-// HTTP's prompts are others than gRPC's, so neither run finds the other's in the prefix cache.
-constexpr int kHttpPrompts = 1 << 20;
-
-Totals RunHttp() {
+// Each run's prompts are numbered from its own `base`, so that no run finds another's in the
+// prefix cache.
+Totals RunHttp(int base) {
   const std::string address = absl::GetFlag(FLAGS_http_address);
   const std::string host = address.substr(0, address.rfind(':'));
   const int port = std::stoi(address.substr(address.rfind(':') + 1));
@@ -144,9 +145,9 @@ Totals RunHttp() {
     std::string path = "/v1/completions";
     if (absl::GetFlag(FLAGS_chat)) {
       path = "/v1/chat/completions";
-      body["messages"] = {{{"role", "user"}, {"content", ChatText(i + kHttpPrompts)}}};
+      body["messages"] = {{{"role", "user"}, {"content", ChatText(base + i)}}};
     } else {
-      body["prompt"] = Prompt(i + kHttpPrompts);
+      body["prompt"] = Prompt(base + i);
     }
     httplib::Client client(host, port);
     client.set_read_timeout(600, 0);
@@ -177,7 +178,7 @@ Totals RunHttp() {
 }
 
 
-Totals RunServer() {
+Totals RunServer(int base) {
   auto channel =
       grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
   auto stub = v1::Generation::NewStub(channel);
@@ -186,9 +187,9 @@ Totals RunServer() {
     if (absl::GetFlag(FLAGS_chat)) {
       v1::ChatMessage* m = r.mutable_chat()->add_messages();
       m->set_role("user");
-      m->set_content(ChatText(i));
+      m->set_content(ChatText(base + i));
     } else {
-      for (int32_t t : Prompt(i)) r.mutable_token_ids()->add_ids(t);
+      for (int32_t t : Prompt(base + i)) r.mutable_token_ids()->add_ids(t);
     }
     r.mutable_sampling()->set_temperature(0);
     r.mutable_stopping()->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
@@ -260,10 +261,32 @@ int main(int argc, char** argv) {
   if (const int pid = absl::GetFlag(FLAGS_pid); pid > 0) {
     std::printf("server threads at rest: %d\n", moe::Threads(pid));
   }
+  // Rounds alternate the order (gRPC, HTTP, then HTTP, gRPC, ...) so that drift over the run
+  // (a warming server, a filling prefix cache) favours neither.
   moe::Totals grpc, http;
-  if (api != "http") moe::Print("gRPC", grpc = moe::RunServer());
-  if (api != "grpc") moe::Print("HTTP", http = moe::RunHttp());
+  auto add = [](moe::Totals& sum, const moe::Totals& t) {
+    sum.seconds += t.seconds, sum.requests += t.requests, sum.tokens += t.tokens, sum.failed += t.failed;
+    sum.max_threads = std::max(sum.max_threads, t.max_threads);
+  };
+  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
+    for (int k = 0; k < 2; ++k) {
+      const bool grpc_now = (k == 0) == (round % 2 == 0);
+      const int base = (2 * round + k) << 20;
+      if (grpc_now && api != "http") {
+        const moe::Totals t = moe::RunServer(base);
+        moe::Print("gRPC", t);
+        add(grpc, t);
+      }
+      if (!grpc_now && api != "grpc") {
+        const moe::Totals t = moe::RunHttp(base);
+        moe::Print("HTTP", t);
+        add(http, t);
+      }
+    }
+  }
   if (api == "both") {
+    moe::Print("gRPC all", grpc);
+    moe::Print("HTTP all", http);
     std::printf("HTTP / gRPC tokens/s: %.3f\n", (http.tokens / http.seconds) / (grpc.tokens / grpc.seconds));
   }
   return grpc.failed + http.failed > 0 ? 1 : 0;
