@@ -215,16 +215,15 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       return;
     }
     writing_ = true;
-    Queued& next = queue_.front();
     // A stream that falls behind sends what waits in one chunk (events concatenated are
-    // still events), not one write each.
-    while (next.output.kind == Output::Kind::kChunk && queue_.size() > 1 &&
-           queue_[1].output.kind == Output::Kind::kChunk && queue_[1].exchange == next.exchange &&
-           next.output.data.size() < kMaxCoalescedBytes) {
-      next.output.data += queue_[1].output.data;
-      next.last = next.last || queue_[1].last;
+    // still events), not one write each. (Erasing inside a deque moves its elements: index.)
+    while (queue_[0].output.kind == Output::Kind::kChunk && queue_.size() > 1 &&
+           queue_[1].output.kind == Output::Kind::kChunk && queue_[1].exchange == queue_[0].exchange &&
+           queue_[0].output.data.size() < kMaxCoalescedBytes) {
+      queue_[0].output.data += queue_[1].output.data;
       queue_.erase(queue_.begin() + 1);
     }
+    Queued& next = queue_.front();
     auto done = [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWritten(ec); };
     const Output& out = next.output;
     switch (out.kind) {
