@@ -18,6 +18,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -296,8 +297,7 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
 
 int main(int argc, char** argv) {
   moe::server::SignalWatcher signals;  // first: every later thread inherits the blocked signals
-  absl::SetProgramUsageMessage("Serves an MoE model over gRPC: moe-server --model DIR [--port N]");
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Serves an MoE model over gRPC: moe-server --model DIR [--port N]");
   absl::StatusOr<moe::server::LogLevel> level =
       moe::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) {

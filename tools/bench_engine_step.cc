@@ -12,6 +12,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "runtime/engine/engine.h"
@@ -102,7 +103,7 @@ void MeasureSampler(int vocab) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Host time of one engine step around the model: bench-engine-step --seqs 256,1024");
   for (const std::string& n : absl::GetFlag(FLAGS_seqs)) {
     Measure(std::stoi(n), absl::GetFlag(FLAGS_steps), absl::GetFlag(FLAGS_vocab));
   }

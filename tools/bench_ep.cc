@@ -19,6 +19,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -154,8 +155,7 @@ absl::Status Run(dist::Communicator& comm) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Measures the expert-parallel exchange and step: mpirun -np R bench-ep --model DIR");
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Measures the expert-parallel exchange and step: mpirun -np R bench-ep --model DIR");
   auto comm = moe::dist::MakeCommunicator({.timeout = absl::Minutes(5)});
   if (!comm.ok()) {
     std::cerr << "bench-ep: " << comm.status().message() << "\n";

@@ -15,6 +15,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -146,7 +147,7 @@ absl::Status Run() {
 }  // namespace moe::cuda
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Times the CUDA model steps on a GPU: bench-model --model DIR");
   const absl::Status status = moe::cuda::Run();
   if (!status.ok()) {
     std::cerr << "bench-model: " << status << "\n";

@@ -20,6 +20,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "moe/config.h"
@@ -135,7 +136,7 @@ absl::Status Run() {
 }  // namespace moe::cuda
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Times one MoE layer on a GPU against its ceilings: bench-moe-layer");
   const absl::Status status = moe::cuda::Run();
   if (!status.ok()) {
     std::cerr << "bench-moe-layer: " << status << "\n";

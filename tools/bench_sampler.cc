@@ -9,6 +9,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/time/clock.h"
 #include "runtime/engine/sampler.h"
 
@@ -29,7 +30,7 @@ double MicrosPerRow(int rows, F f) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "What sampling one row costs on this CPU: bench-sampler --vocab 151936");
   const int V = absl::GetFlag(FLAGS_vocab), rows = absl::GetFlag(FLAGS_rows);
   std::mt19937 rng(1);
   std::normal_distribution<float> logit(0.0f, 3.0f);

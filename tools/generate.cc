@@ -13,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -160,8 +161,7 @@ absl::Status Run(moe::dist::Communicator& comm) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Continues prompts of token ids with an MoE model.");
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Continues prompts of token ids with an MoE model.");
   absl::StatusOr<std::unique_ptr<moe::dist::Communicator>> comm = moe::dist::MakeCommunicator();
   if (!comm.ok()) {
     std::cerr << "moe-generate: " << comm.status().message() << "\n";

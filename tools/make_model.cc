@@ -14,6 +14,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -107,8 +108,7 @@ absl::Status Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Writes a random-weight MoE model in Hugging Face layout.");
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Writes a random-weight MoE model in Hugging Face layout.");
   const absl::Status status = Run();
   if (!status.ok()) {
     std::cerr << "moe-make-model: " << status.message() << "\n";

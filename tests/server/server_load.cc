@@ -24,6 +24,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/time/clock.h"
 #include "moe/moe_model.h"
 #include "runtime/engine/engine.h"
@@ -250,7 +251,7 @@ void Print(const char* what, const Totals& t) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Streamed tokens/s a running moe-server sustains: moe-server-load --address HOST:PORT [--api both]");
   if (const std::string dir = absl::GetFlag(FLAGS_model); !dir.empty())
     moe::Print("engine", moe::RunEngine(dir));
   const std::string api = absl::GetFlag(FLAGS_api);

@@ -21,6 +21,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "runtime/command_line.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
@@ -144,7 +145,7 @@ std::optional<Result> BenchHf(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  moe::ParseCommandLine(argc, argv, "Encode throughput of our tokenizer against HF tokenizers: tokenizer_bench");
   const std::vector<std::string> docs = MakeDocuments(absl::GetFlag(FLAGS_mb));
   size_t bytes = 0;
   {
