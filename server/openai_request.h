@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "runtime/engine/request.h"
 #include "server/serving_model.h"
 
@@ -50,6 +51,9 @@ ApiError ApiErrorOf(const absl::Status& status);
 std::string ErrorJson(const ApiError& error);
 
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, std::string_view body,
+                                                 const ServingModel& serving);
+// The same for a body already parsed (a line of a batch file).
+absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, const nlohmann::json& body,
                                                  const ServingModel& serving);
 
 }  // namespace moe::server

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""moe-batch survives a kill: a 500-request run is killed with SIGKILL about halfway, a cut
+short last line is added as a kill could leave it, and --resume finishes the run. Against an
+uninterrupted run: the same custom_ids, none twice, the same greedy (and derived-seed
+sampled) outputs. Also: bad lines go to the error file with their line numbers, and the
+output of a run without --resume is never overwritten.
+
+    MOE_BIN_DIR=build/bin MOE_SOURCE_DIR=. python3 tests/batch/batch_resume_test.py
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+BIN = os.environ["MOE_BIN_DIR"]
+SRC = os.environ["MOE_SOURCE_DIR"]
+N = 500
+
+
+def make_model(out):
+    subprocess.run([os.path.join(BIN, "moe-make-model"),
+                    "--config", os.path.join(SRC, "tests/data/configs/qwen3-30b-a3b.json"),
+                    "--layers", "2", "--hidden_size", "128", "--heads", "4", "--kv_heads", "2",
+                    "--head_dim", "32", "--experts", "8", "--top_k", "2",
+                    "--expert_intermediate_size", "64", "--vocab_size", "1554",
+                    "--max_position_embeddings", "2048", "--init_std", "0.05", "--seed", "1",
+                    "--out", out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(SRC, "tests/data/tokenizers/qwen2", name), out)
+
+
+def requests():
+    for i in range(N):
+        if i % 3 == 0:
+            yield {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"messages": [{"role": "user", "content": f"Count to {i}."}], "max_tokens": 12,
+                            "temperature": 0, "ignore_eos": True}}
+        elif i % 3 == 1:
+            yield {"id": f"req-{i}", "prompt": f"Number {i} is", "max_tokens": 12, "temperature": 0,
+                   "ignore_eos": True}
+        else:  # sampled, no seed: the one derived from the custom_id makes it reproducible
+            yield {"id": f"req-{i}", "prompt": f"Story {i}:", "max_tokens": 12, "temperature": 0.9,
+                   "ignore_eos": True}
+
+
+def read(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def outputs(lines):
+    return {l["custom_id"]: [c.get("text", c.get("message", {}).get("content"))
+                             for c in l["response"]["body"]["choices"]] for l in lines}
+
+
+class BatchResumeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model = os.path.join(cls.tmp.name, "model")
+        make_model(cls.model)
+        cls.input = os.path.join(cls.tmp.name, "in.jsonl")
+        with open(cls.input, "w") as f:
+            for r in requests():
+                f.write(json.dumps(r) + "\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def batch(self, out, *args):
+        return [os.path.join(BIN, "moe-batch"), "--model", self.model, "--input", self.input,
+                "--output", out, "--kv_blocks", "512", *args]
+
+    def test_a_killed_run_resumes_to_the_same_results(self):
+        ref = os.path.join(self.tmp.name, "ref.jsonl")
+        subprocess.run(self.batch(ref), check=True, stderr=subprocess.DEVNULL)
+        reference = read(ref)
+        self.assertEqual(len(reference), N)
+
+        out = os.path.join(self.tmp.name, "out.jsonl")
+        run = subprocess.Popen(self.batch(out, "--max_inflight", "4"), stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and run.poll() is None:
+            if os.path.exists(out) and sum(1 for _ in open(out)) >= N // 2:
+                break
+            time.sleep(0.005)
+        self.assertIsNone(run.poll(), "the run ended before it could be killed halfway")
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        before = read(out)
+        self.assertGreaterEqual(len(before), N // 2)
+        self.assertLess(len(before), N)
+        with open(out, "a") as f:  # what a kill in the middle of a write leaves
+            f.write('{"id": "batch_req_0", "custom_id": "req-')
+
+        subprocess.run(self.batch(out, "--resume"), check=True, stderr=subprocess.DEVNULL)
+        after = read(out)  # every line parses: the cut-short one was dropped
+        ids = [l["custom_id"] for l in after]
+        self.assertEqual(len(ids), len(set(ids)), "a request was written twice")
+        self.assertEqual(set(ids), {l["custom_id"] for l in reference})
+        self.assertEqual(outputs(after), outputs(reference))
+        seeds = {l["custom_id"]: l["seed"] for l in reference}
+        self.assertEqual({l["custom_id"]: l["seed"] for l in after}, seeds)
+
+    def test_bad_lines_go_to_the_error_file_and_output_is_never_overwritten(self):
+        bad_input = os.path.join(self.tmp.name, "bad.jsonl")
+        with open(bad_input, "w") as f:
+            f.write('{"id": "ok", "prompt": "hi", "max_tokens": 2}\n')
+            f.write("{not json\n")
+            f.write('{"id": "t", "prompt": "hi", "temperature": "warm"}\n')
+        out = os.path.join(self.tmp.name, "bad_out.jsonl")
+        cmd = [os.path.join(BIN, "moe-batch"), "--model", self.model, "--input", bad_input, "--output", out,
+               "--kv_blocks", "64"]
+        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        self.assertEqual([l["custom_id"] for l in read(out)], ["ok"])
+        errors = read(os.path.join(self.tmp.name, "bad_out.errors.jsonl"))
+        self.assertEqual([e["line"] for e in errors], [2, 3])
+        self.assertEqual(errors[1]["response"]["status_code"], 400)
+        self.assertEqual(errors[1]["response"]["body"]["error"]["param"], "temperature")
+        again = subprocess.run(cmd, capture_output=True, text=True)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("--resume", again.stderr)
+        strict = subprocess.run(cmd[:-4] + ["--output", out + ".strict", "--kv_blocks", "64", "--strict"],
+                                capture_output=True, text=True)
+        self.assertNotEqual(strict.returncode, 0)
+        self.assertIn("line 2", strict.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
