@@ -459,6 +459,22 @@ class StreamLimitsTest(unittest.TestCase):
         finally:
             server.stop()
 
+    def test_a_full_queue_gives_429_and_the_server_goes_on(self):
+        server = Server(self.model_dir, "--max_seqs", "1", "--queue_limit", "1")
+        try:
+            body = {"model": MODEL, "prompt": "Go", "max_tokens": 400, "ignore_eos": True}
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(lambda _: http(server, "POST", "/v1/completions", body), range(8)))
+            refused = [err for status, err in results if status == 429]
+            self.assertGreater(len(refused), 0, [status for status, _ in results])
+            self.assertEqual(refused[0]["error"]["type"], "rate_limit_error")
+            self.assertIn("queue is full", refused[0]["error"]["message"])
+            self.assertTrue(all(status in (200, 429) for status, _ in results))
+            status, _ = http(server, "POST", "/v1/completions", {"model": MODEL, "prompt": "ok", "max_tokens": 1})
+            self.assertEqual(status, 200)
+        finally:
+            server.stop()
+
     def test_a_stream_that_fails_after_its_start_ends_with_an_error_event_then_done(self):
         server = Server(self.model_dir, "--drain_timeout", "300ms")
         req = urllib.request.Request(server.base_url + "/v1/completions", method="POST",
