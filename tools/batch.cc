@@ -118,9 +118,13 @@ class ResultFile {
   absl::Time last_sync_ = absl::Now();
 };
 
-// Resume: the custom_ids a file already has (as 64-bit hashes: 8 bytes a line however long
-// the ids), after dropping a last line that a kill cut short.
-absl::Status ReadDone(const std::string& path, absl::flat_hash_set<uint64_t>& done) {
+// Resume: what a file already has, after dropping a last line that a kill cut short.
+struct Done {
+  absl::flat_hash_set<uint64_t> ids;    // custom_ids, as 64-bit hashes (8 bytes a line)
+  absl::flat_hash_set<int64_t> lines;  // input lines refused before they had a custom_id
+};
+
+absl::Status ReadDone(const std::string& path, Done& done) {
   if (!std::filesystem::exists(path)) return absl::OkStatus();
   std::ifstream in(path, std::ios::binary);
   std::string line;
@@ -136,7 +140,11 @@ absl::Status ReadDone(const std::string& path, absl::flat_hash_set<uint64_t>& do
       }
       break;  // the cut-short last line
     }
-    if (j.contains("custom_id") && j["custom_id"].is_string()) done.insert(Fnv1a(j["custom_id"]));
+    if (j.contains("custom_id") && j["custom_id"].is_string()) {
+      done.ids.insert(Fnv1a(j["custom_id"]));
+    } else if (j.contains("line") && j["line"].is_number_integer()) {
+      done.lines.insert(j["line"].get<int64_t>());
+    }
     good_end = in.tellg();
   }
   if (const int64_t size = std::filesystem::file_size(path); size > good_end) {
@@ -435,7 +443,7 @@ absl::Status Run(dist::Communicator& comm) {
   }
   std::ifstream in(input);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read --input ", input));
-  absl::flat_hash_set<uint64_t> done;
+  Done done;
   if (absl::GetFlag(FLAGS_resume)) {
     RETURN_IF_ERROR(ReadDone(output, done));
     RETURN_IF_ERROR(ReadDone(errors, done));
@@ -464,7 +472,7 @@ absl::Status Run(dist::Communicator& comm) {
     if (text.empty() || text.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::string custom_id;
     absl::StatusOr<std::shared_ptr<Job>> job = runner.Parse(text, line, &custom_id);
-    if (!custom_id.empty() && done.contains(Fnv1a(custom_id))) {
+    if (custom_id.empty() ? done.lines.contains(line) : done.ids.contains(Fnv1a(custom_id))) {
       ++runner.counts().skipped;
       continue;
     }

@@ -122,6 +122,9 @@ class BatchResumeTest(unittest.TestCase):
         self.assertEqual([e["line"] for e in errors], [2, 3])
         self.assertEqual(errors[1]["response"]["status_code"], 400)
         self.assertEqual(errors[1]["response"]["body"]["error"]["param"], "temperature")
+        resumed = subprocess.run(cmd + ["--resume"], check=True, capture_output=True, text=True)
+        self.assertIn("3 skipped", resumed.stderr)  # the good line and both bad ones
+        self.assertEqual(len(read(os.path.join(self.tmp.name, "bad_out.errors.jsonl"))), 2)  # none twice
         again = subprocess.run(cmd, capture_output=True, text=True)
         self.assertNotEqual(again.returncode, 0)
         self.assertIn("--resume", again.stderr)
