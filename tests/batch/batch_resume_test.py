@@ -9,9 +9,9 @@ output of a run without --resume is never overwritten.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -19,18 +19,12 @@ import unittest
 BIN = os.environ["MOE_BIN_DIR"]
 SRC = os.environ["MOE_SOURCE_DIR"]
 N = 500
+sys.path.insert(0, os.path.join(SRC, "tests/support"))
+import tiny_model  # noqa: E402
 
 
 def make_model(out):
-    subprocess.run([os.path.join(BIN, "moe-make-model"),
-                    "--config", os.path.join(SRC, "tests/data/configs/qwen3-30b-a3b.json"),
-                    "--layers", "2", "--hidden_size", "128", "--heads", "4", "--kv_heads", "2",
-                    "--head_dim", "32", "--experts", "8", "--top_k", "2",
-                    "--expert_intermediate_size", "64", "--vocab_size", "1554",
-                    "--max_position_embeddings", "2048", "--init_std", "0.05", "--seed", "1",
-                    "--out", out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(SRC, "tests/data/tokenizers/qwen2", name), out)
+    tiny_model.make_model(BIN, SRC, out)
 
 
 def requests():

@@ -10,10 +10,8 @@ MOE_SOURCE_DIR, MOE_PROTOC, MOE_GRPC_PYTHON_PLUGIN.
 """
 import concurrent.futures
 import json
-import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,19 +29,12 @@ KEY = "test-key-5a1f"
 MODEL = "tiny-qwen3"
 sys.path.insert(0, os.path.join(SRC, "tools"))
 import openai_spec_check  # noqa: E402
+sys.path.insert(0, os.path.join(SRC, "tests/support"))
+import tiny_model  # noqa: E402
 
 
 def make_model(out):
-    tokenizer = os.path.join(SRC, "tests/data/tokenizers/qwen2")
-    subprocess.run([os.path.join(BIN, "moe-make-model"),
-                    "--config", os.path.join(SRC, "tests/data/configs/qwen3-30b-a3b.json"),
-                    "--layers", "2", "--hidden_size", "128", "--heads", "4", "--kv_heads", "2",
-                    "--head_dim", "32", "--experts", "8", "--top_k", "2",
-                    "--expert_intermediate_size", "64", "--vocab_size", "1554",
-                    "--max_position_embeddings", "2048", "--init_std", "0.05", "--seed", "1",
-                    "--out", out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(tokenizer, name), out)
+    tiny_model.make_model(BIN, SRC, out)
 
 
 class Server:

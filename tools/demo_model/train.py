@@ -23,6 +23,7 @@ import json
 import os
 import random
 import struct
+import sys
 import time
 
 import jax
@@ -31,6 +32,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tokenizer_goldens"))
+from make_vocabularies import bytes_to_unicode  # noqa: E402
 
 CONFIG = {
     "architectures": ["Qwen3MoeForCausalLM"],
@@ -78,24 +81,10 @@ CHAT_TEMPLATE = (
 
 # ---------------------------------------------------------------- the tokenizer
 
-def bytes_to_unicode():
-    """GPT-2's byte-level alphabet, in its order."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [(b, chr(c)) for b, c in zip(bs, cs)]
-
-
 def tokenizer_json():
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     vocab = {s: i for i, s in enumerate(specials)}
-    for _, ch in bytes_to_unicode():
+    for ch in bytes_to_unicode().values():  # GPT-2's byte-level alphabet, in its order
         vocab[ch] = len(vocab)
     split = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
              "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
