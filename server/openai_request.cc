@@ -345,11 +345,11 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, std::string_
   } catch (const json::parse_error& e) {
     return absl::InvalidArgumentError(absl::StrCat("the body is not valid JSON: ", e.what()));
   }
-  return ParseOpenAiRequest(endpoint, body, serving);
+  return ParseOpenAiBody(endpoint, body, serving);
 }
 
-absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, const json& body,
-                                                 const ServingModel& serving) {
+absl::StatusOr<OpenAiRequest> ParseOpenAiBody(Endpoint endpoint, const json& body,
+                                              const ServingModel& serving) {
   if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
   const std::set<std::string>& known = KnownFields(endpoint);
   for (const auto& [key, value] : body.items()) {

@@ -53,7 +53,7 @@ std::string ErrorJson(const ApiError& error);
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, std::string_view body,
                                                  const ServingModel& serving);
 // The same for a body already parsed (a line of a batch file).
-absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, const nlohmann::json& body,
-                                                 const ServingModel& serving);
+absl::StatusOr<OpenAiRequest> ParseOpenAiBody(Endpoint endpoint, const nlohmann::json& body,
+                                              const ServingModel& serving);
 
 }  // namespace moe::server

@@ -278,7 +278,7 @@ class Runner {
     const bool seeded = body.contains("seed") && !body["seed"].is_null();
     if (!seeded) body["seed"] = Fnv1a(job->custom_id) >> 1;  // fits in int64, as OpenAI's seed
     const Endpoint endpoint = job->url == "/v1/chat/completions" ? Endpoint::kChat : Endpoint::kCompletions;
-    ASSIGN_OR_RETURN(job->request, server::ParseOpenAiRequest(endpoint, body, serving_));
+    ASSIGN_OR_RETURN(job->request, server::ParseOpenAiBody(endpoint, body, serving_));
     if (job->request.model != model_name_) {
       return absl::NotFoundError(absl::StrCat("the model \"", job->request.model, "\" is not this run's (\"",
                                               model_name_, "\")"));
