@@ -5,7 +5,6 @@
 #include <limits>
 #include <set>
 
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -18,8 +17,6 @@ namespace moe::server {
 namespace {
 
 using json = nlohmann::json;
-
-constexpr char kParamPayload[] = "moe.openai.param";
 
 // Fields we read; any other is ignored with a debug line.
 const std::set<std::string>& KnownFields(Endpoint endpoint) {
@@ -284,19 +281,8 @@ FieldNameTable OpenAiFieldNames(Endpoint endpoint, const Fields& f) {
 
 }  // namespace
 
-absl::Status BadField(const std::string& field, const std::string& what) {
-  absl::Status status = absl::InvalidArgumentError(absl::StrCat(field, " ", what));
-  status.SetPayload(kParamPayload, absl::Cord(field));
-  return status;
-}
-
-std::string ParamOf(const absl::Status& status) {
-  const auto param = status.GetPayload(kParamPayload);
-  return param ? std::string(*param) : "";
-}
-
 ApiError ApiErrorOf(const absl::Status& status) {
-  ApiError e{.message = std::string(status.message()), .param = ParamOf(status)};
+  ApiError e{.message = std::string(status.message()), .param = FieldOf(status)};
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
@@ -426,11 +412,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiBody(Endpoint endpoint, const json& bod
           std::min<int64_t>(info.max_context, pool) - static_cast<int64_t>(p.prompt.size()), 1,
           std::numeric_limits<int>::max()));
     }
-    if (absl::Status valid = ValidateRequest(p, limits, names); !valid.ok()) {
-      absl::Status with_param = valid;
-      if (!named.empty()) with_param.SetPayload(kParamPayload, absl::Cord(named));
-      return with_param;
-    }
+    if (absl::Status valid = ValidateRequest(p, limits, names); !valid.ok()) return WithField(valid, named);
     if (out.echo && out.prompt_texts[i].empty() && serving.tokenizer() != nullptr) {
       ASSIGN_OR_RETURN(out.prompt_texts[i], serving.tokenizer()->Decode(p.prompt));
     }

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/request.h"
+#include "server/field_error.h"
 #include "server/serving_model.h"
 
 namespace moe::server {
@@ -41,10 +42,6 @@ struct ApiError {
   std::string param;  // empty: null
   std::string code;   // empty: null
 };
-
-// The field an InvalidArgument status is about, carried with it (empty when none).
-absl::Status BadField(const std::string& field, const std::string& what);
-std::string ParamOf(const absl::Status& status);
 
 // The HTTP status and error object for an engine or parsing status.
 ApiError ApiErrorOf(const absl::Status& status);

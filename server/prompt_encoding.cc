@@ -2,17 +2,15 @@
 #include "server/prompt_encoding.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/field_error.h"
 
 namespace moe::server {
 namespace {
 
-absl::Status Bad(const std::string& field, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
-}
-
 absl::Status NeedsTokenizer(const std::string& field) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(field, " needs a tokenizer, and this model has none: send token ids"));
+  return WithField(absl::FailedPreconditionError(
+                       absl::StrCat(field, " needs a tokenizer, and this model has none: send token ids")),
+                   field);
 }
 
 }  // namespace
@@ -20,15 +18,15 @@ absl::Status NeedsTokenizer(const std::string& field) {
 absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool add_special_tokens,
                                                 const ServingModel& serving, const std::string& field) {
   if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
-  if (text.empty()) return Bad(field, "is empty");
+  if (text.empty()) return BadField(field, "is empty");
   absl::StatusOr<std::vector<int32_t>> ids =
       serving.tokenizer()->Encode(text, {.add_special_tokens = add_special_tokens});
-  if (!ids.ok()) return Bad(field, std::string(ids.status().message()));
-  if (ids->empty()) return Bad(field, "encodes to no tokens");
+  if (!ids.ok()) return BadField(field, std::string(ids.status().message()));
+  if (ids->empty()) return BadField(field, "encodes to no tokens");
   const int vocab_size = serving.model().info().vocab_size;
   for (int32_t id : *ids) {
     if (id >= vocab_size) {
-      return Bad(field,
+      return BadField(field,
                  absl::StrCat("encodes to id ", id, ", past the model's vocabulary (size ",
                               vocab_size, ")"));
     }
@@ -41,11 +39,12 @@ absl::StatusOr<std::vector<int32_t>> EncodeConversation(const text::ChatTemplate
                                                         const std::string& field) {
   if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
   if (serving.chat_template() == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(field, " needs a chat template, and this model has none"));
+    return WithField(absl::FailedPreconditionError(
+                         absl::StrCat(field, " needs a chat template, and this model has none")),
+                     field);
   }
   absl::StatusOr<std::string> rendered = serving.chat_template()->Render(inputs);
-  if (!rendered.ok()) return Bad(field, std::string(rendered.status().message()));
+  if (!rendered.ok()) return BadField(field, std::string(rendered.status().message()));
   // The template writes the special tokens itself.
   return EncodeText(*rendered, /*add_special_tokens=*/false, serving, field);
 }

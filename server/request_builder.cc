@@ -3,14 +3,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/engine/request_validation.h"
+#include "server/field_error.h"
 #include "runtime/status_macros.h"
 
 namespace moe::server {
 namespace {
-
-absl::Status Bad(const std::string& field, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
-}
 
 absl::Status NeedsTokenizer(const std::string& what) {
   return absl::FailedPreconditionError(
@@ -50,9 +47,9 @@ void FillStopping(const v1::StoppingParams& p, StoppingParams& s) {
 
 absl::Status FillOutput(const v1::OutputOptions& p, const ServingModel& serving,
                         BuiltRequest& built) {
-  if (p.top_logprobs() < 0) return Bad("output.top_logprobs", absl::StrCat("must be >= 0, got ", p.top_logprobs()));
+  if (p.top_logprobs() < 0) return BadField("output.top_logprobs", absl::StrCat("must be >= 0, got ", p.top_logprobs()));
   if (p.top_logprobs() > 0 && !p.logprobs())
-    return Bad("output.top_logprobs", "needs output.logprobs");
+    return BadField("output.top_logprobs", "needs output.logprobs");
   built.request.sampling.logprobs = p.logprobs() ? p.top_logprobs() : -1;
   built.request.skip_special_tokens = p.has_skip_special_tokens() ? p.skip_special_tokens() : true;
   const bool has_tokenizer = serving.tokenizer() != nullptr;
@@ -71,7 +68,7 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const v1::GenerateRequest& pro
                         proto.has_add_special_tokens() ? proto.add_special_tokens() : true,
                         serving, "input.text");
     case v1::GenerateRequest::kTokenIds: {
-      if (proto.token_ids().ids().empty()) return Bad("input.token_ids", "is empty");
+      if (proto.token_ids().ids().empty()) return BadField("input.token_ids", "is empty");
       RETURN_IF_ERROR(CheckTokenIds(proto.token_ids().ids(), "input.token_ids",
                                     serving.model().info().vocab_size));
       return std::vector<int32_t>(proto.token_ids().ids().begin(), proto.token_ids().ids().end());
@@ -81,7 +78,7 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const v1::GenerateRequest& pro
     case v1::GenerateRequest::INPUT_NOT_SET:
       break;
   }
-  return Bad("input", "is missing: set text, token_ids or chat");
+  return BadField("input", "is missing: set text, token_ids or chat");
 }
 
 }  // namespace
@@ -90,7 +87,7 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
                            const std::string& field, int vocab_size) {
   for (int i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab_size) {
-      return Bad(absl::StrCat(field, "[", i, "]"),
+      return BadField(absl::StrCat(field, "[", i, "]"),
                  absl::StrCat("= ", ids[i], " is outside the vocabulary (size ", vocab_size, ")"));
     }
   }
@@ -98,13 +95,13 @@ absl::Status CheckTokenIds(const google::protobuf::RepeatedField<int32_t>& ids,
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodeChat(const v1::Chat& chat, const ServingModel& serving) {
-  if (chat.messages().empty()) return Bad("input.chat.messages", "is empty");
+  if (chat.messages().empty()) return BadField("input.chat.messages", "is empty");
   text::ChatTemplateInputs inputs;
   inputs.add_generation_prompt =
       chat.has_add_generation_prompt() ? chat.add_generation_prompt() : true;
   for (int i = 0; i < chat.messages_size(); ++i) {
     const v1::ChatMessage& m = chat.messages(i);
-    if (m.role().empty()) return Bad(absl::StrCat("input.chat.messages[", i, "].role"), "is empty");
+    if (m.role().empty()) return BadField(absl::StrCat("input.chat.messages[", i, "].role"), "is empty");
     inputs.messages.push_back({{"role", m.role()}, {"content", m.content()}});
   }
   return EncodeConversation(inputs, serving, "input.chat");
@@ -117,7 +114,7 @@ absl::StatusOr<BuiltRequest> BuildRequest(const v1::GenerateRequest& proto,
   r.id = proto.request_id();
   // The salt first: it is cheap to refuse and costly to carry.
   if (static_cast<int>(proto.cache_salt().size()) > kRequestCaps.max_cache_salt_bytes) {
-    return Bad("cache_salt", absl::StrCat("has ", proto.cache_salt().size(), " bytes, at most ",
+    return BadField("cache_salt", absl::StrCat("has ", proto.cache_salt().size(), " bytes, at most ",
                                           kRequestCaps.max_cache_salt_bytes));
   }
   ASSIGN_OR_RETURN(r.prompt, EncodePrompt(proto, serving));

@@ -350,6 +350,8 @@ class OpenAiSdkTest(unittest.TestCase):
             (chat, {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, None,
              "messages[0].content[0].type"),
             ("/v1/completions", {"model": MODEL, "prompt": [5, 99999]}, None, "prompt[1]"),
+            ("/v1/completions", {"model": MODEL, "prompt": ""}, None, "prompt"),  # from prompt encoding
+            ("/v1/completions", {"model": MODEL, "prompt": ["ok", ""]}, None, "prompt[1]"),
             ("/v1/completions", {"model": MODEL, "prompt": "x", "logit_bias": {"abc": 1}}, None, "logit_bias[abc]"),
         ]
         for path, body, raw, param in cases:
