@@ -12,9 +12,9 @@ namespace moe {
 namespace {
 
 // y = x @ w^T (+ bias): [T, N].
-Tensor Project(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor Project(const Tensor& x, const Tensor& w, const Tensor& bias, cpu::GemmInputs inputs) {
   Tensor y = Tensor::Empty(DType::kF32, {x.dim(0), w.dim(0)});
-  cpu::Linear(x, w, y);
+  cpu::Linear(x, w, y, inputs);
   if (bias.defined()) cpu::AddBias(bias, y);
   return y;
 }
@@ -28,12 +28,12 @@ void QkNormalize(const Tensor& weight, const MoeConfig& c, int heads, Tensor& x)
 
 }  // namespace
 
-void SelfAttention(const AttentionWeights& w, const MoeConfig& c, const Tensor& x,
+void SelfAttention(const AttentionWeights& w, const MoeConfig& c, cpu::GemmInputs inputs, const Tensor& x,
                    const StepBatch& batch, LayerKv kv, Tensor& out) {
   const int64_t T = x.dim(0), H = c.num_heads, KVH = c.num_kv_heads, hd = c.head_dim;
-  Tensor q = Project(x, w.q_proj, w.q_bias);  // [T, H*hd]
-  Tensor k = Project(x, w.k_proj, w.k_bias);  // [T, KVH*hd]
-  Tensor v = Project(x, w.v_proj, w.v_bias);  // [T, KVH*hd]
+  Tensor q = Project(x, w.q_proj, w.q_bias, inputs);  // [T, H*hd]
+  Tensor k = Project(x, w.k_proj, w.k_bias, inputs);  // [T, KVH*hd]
+  Tensor v = Project(x, w.v_proj, w.v_bias, inputs);  // [T, KVH*hd]
   if (c.qk_norm != QkNorm::kNone) {
     QkNormalize(w.q_norm, c, c.num_heads, q);
     QkNormalize(w.k_norm, c, c.num_kv_heads, k);
@@ -54,7 +54,7 @@ void SelfAttention(const AttentionWeights& w, const MoeConfig& c, const Tensor& 
   const cpu::AttentionParams params{.scale = 1.0f / std::sqrt(static_cast<float>(hd)),
                                     .sliding_window = c.sliding_window};
   cpu::PagedAttention(q, kv.key, kv.value, batch, params, attn);
-  cpu::Linear(attn.Reshape({T, H * hd}), w.o_proj, out);
+  cpu::Linear(attn.Reshape({T, H * hd}), w.o_proj, out, inputs);
 }
 
 }  // namespace moe

@@ -12,6 +12,7 @@
 #include "moe/config.h"
 #include "moe/weights.h"
 #include "runtime/step_batch.h"
+#include "runtime/cpu/linear.h"
 #include "runtime/tensor.h"
 
 namespace moe {
@@ -22,7 +23,8 @@ struct LayerKv {
 };
 
 // x [T, D] f32 -> out [T, D] f32.
-void SelfAttention(const AttentionWeights& w, const MoeConfig& config, const Tensor& x,
+// `inputs`: what the bf16 projection weights multiply.
+void SelfAttention(const AttentionWeights& w, const MoeConfig& config, cpu::GemmInputs inputs, const Tensor& x,
                    const StepBatch& batch, LayerKv kv, Tensor& out);
 
 }  // namespace moe

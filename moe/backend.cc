@@ -27,6 +27,12 @@ absl::StatusOr<std::string> ResolveBackend(const std::string& backend) {
   return std::string("cpu");
 }
 
+absl::StatusOr<cpu::GemmInputs> ParseGemmInputs(const std::string& name) {
+  if (name == "bf16") return cpu::GemmInputs::kBF16;
+  if (name == "f32") return cpu::GemmInputs::kF32;
+  return absl::InvalidArgumentError(absl::StrCat("--cpu_gemm_inputs must be bf16 or f32, not '", name, "'"));
+}
+
 absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const BackendOptions& options) {
   LoadedModel loaded;
   ASSIGN_OR_RETURN(loaded.backend, ResolveBackend(options.backend));
@@ -45,7 +51,7 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const Backen
     return loaded;
   }
 #endif
-  ASSIGN_OR_RETURN(std::unique_ptr<MoeModel> model, MoeModel::Load(model_dir, options.comm));
+  ASSIGN_OR_RETURN(std::unique_ptr<MoeModel> model, MoeModel::Load(model_dir, {.comm = options.comm, .gemm_inputs = options.gemm_inputs}));
   loaded.config = model->config();
   loaded.model = std::move(model);
   return loaded;

@@ -23,7 +23,7 @@ ExpertGroup::ExpertGroup(ExpertShard shard, dist::Communicator& comm) : shard_(s
   CHECK(comm.Size() == shard.num_ranks() && comm.Rank() == shard.rank());
 }
 
-absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& xs,
+absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, cpu::GemmInputs inputs, const Tensor& xs,
                                      const std::vector<int32_t>& expert_offsets, Tensor& ys,
                                      std::vector<int32_t>* routed) {
   const int E = shard_.num_experts(), R = shard_.num_ranks(), me = shard_.rank();
@@ -85,7 +85,7 @@ absl::Status ExpertGroup::RunExperts(const ExpertWeights& local, const Tensor& x
   for (int64_t r = 0; r < total_recv; ++r) {
     std::copy_n(remote_x.Row<float>(r), D, grouped_x.Row<float>(grouped_row_of[r]));
   }
-  if (L > 0) moe::RunExperts(local, grouped_x, local_offsets, grouped_y);
+  if (L > 0) moe::RunExperts(local, inputs, grouped_x, local_offsets, grouped_y);
   Tensor& remote_y = remote_x;  // [rows from rank p, by expert], reused
   for (int64_t r = 0; r < total_recv; ++r) {
     std::copy_n(grouped_y.Row<float>(grouped_row_of[r]), D, remote_y.Row<float>(r));

@@ -9,7 +9,7 @@
 //
 //   ExpertGroup group(ExpertShard(E, comm.Rank(), comm.Size()), comm);
 //   Dispatch(...) -> xs [N, D], grouped by expert (so by owner rank too)
-//   RETURN_IF_ERROR(group.RunExperts(local_experts, xs, plan.expert_offsets, ys));
+//   RETURN_IF_ERROR(group.RunExperts(local_experts, inputs, xs, plan.expert_offsets, ys));
 //     1. all-gather each rank's rows per expert         [R, E] int32
 //     2. all-to-all xs rows to their experts' owners    rows from rank p, expert by expert
 //     3. the local grouped expert GEMMs                 (RunExperts, the one-rank kernels)
@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "moe/weights.h"
+#include "runtime/cpu/linear.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/model.h"
 #include "runtime/tensor.h"
@@ -56,7 +57,7 @@ class ExpertGroup {
   // xs [N, D] f32 grouped by expert as expert_offsets [E+1] says; `local` holds this rank's
   // shard.count() experts -> ys [N, D] f32. `routed`, when set, gets the rows routed to
   // each expert summed over every rank [E]. A collective's error comes back as is.
-  absl::Status RunExperts(const ExpertWeights& local, const Tensor& xs,
+  absl::Status RunExperts(const ExpertWeights& local, cpu::GemmInputs inputs, const Tensor& xs,
                           const std::vector<int32_t>& expert_offsets, Tensor& ys,
                           std::vector<int32_t>* routed = nullptr);
 

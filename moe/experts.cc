@@ -6,7 +6,7 @@
 
 namespace moe {
 
-void RunExperts(const ExpertWeights& experts, const Tensor& xs,
+void RunExperts(const ExpertWeights& experts, cpu::GemmInputs inputs, const Tensor& xs,
                 const std::vector<int32_t>& expert_offsets, Tensor& ys) {
   const int E = experts.num_experts();
   const int64_t I = experts.intermediate(), D = xs.dim(1);
@@ -18,10 +18,10 @@ void RunExperts(const ExpertWeights& experts, const Tensor& xs,
     const Tensor down_w = experts.down.Slice(e, e + 1).Reshape({D, I});
     Tensor gate_up = Tensor::Empty(DType::kF32, {n, 2 * I});  // [n, 2I]
     Tensor h = Tensor::Empty(DType::kF32, {n, I});             // [n, I]
-    cpu::Linear(xs.Slice(begin, end), gate_up_w, gate_up);
+    cpu::Linear(xs.Slice(begin, end), gate_up_w, gate_up, inputs);
     cpu::SiluMul(gate_up, h);
     Tensor out = ys.Slice(begin, end);
-    cpu::Linear(h, down_w, out);
+    cpu::Linear(h, down_w, out, inputs);
   }
 }
 

@@ -11,12 +11,13 @@
 #include <vector>
 
 #include "moe/weights.h"
+#include "runtime/cpu/linear.h"
 #include "runtime/tensor.h"
 
 namespace moe {
 
 // xs [N, D] f32 grouped by expert as `expert_offsets` [E+1] says -> ys [N, D] f32.
-void RunExperts(const ExpertWeights& experts, const Tensor& xs,
+void RunExperts(const ExpertWeights& experts, cpu::GemmInputs inputs, const Tensor& xs,
                 const std::vector<int32_t>& expert_offsets, Tensor& ys);
 
 }  // namespace moe

@@ -11,8 +11,8 @@ namespace moe {
 namespace {
 
 // A single always-on expert (a dense MLP or the shared expert): x [T, D] -> out [T, D].
-void Dense(const ExpertWeights& mlp, const Tensor& x, Tensor& out) {
-  RunExperts(mlp, x, {0, static_cast<int32_t>(x.dim(0))}, out);
+void Dense(const ExpertWeights& mlp, cpu::GemmInputs inputs, const Tensor& x, Tensor& out) {
+  RunExperts(mlp, inputs, x, {0, static_cast<int32_t>(x.dim(0))}, out);
 }
 
 }  // namespace
@@ -22,7 +22,7 @@ absl::StatusOr<std::vector<int32_t>> FeedForward(const FeedForwardWeights& w,
                                                  Tensor& out) {
   const int64_t T = x.dim(0), D = x.dim(1);
   if (!w.is_moe()) {
-    Dense(w.experts, x, out);
+    Dense(w.experts, context.gemm_inputs, x, out);
     return std::vector<int32_t>();
   }
   const int E = context.num_experts, K = context.routing.top_k;
@@ -36,9 +36,9 @@ absl::StatusOr<std::vector<int32_t>> FeedForward(const FeedForwardWeights& w,
   Gather(x, plan, xs);
   std::vector<int32_t> routed(E);
   if (context.group != nullptr) {
-    RETURN_IF_ERROR(context.group->RunExperts(w.experts, xs, plan.expert_offsets, ys, &routed));
+    RETURN_IF_ERROR(context.group->RunExperts(w.experts, context.gemm_inputs, xs, plan.expert_offsets, ys, &routed));
   } else {
-    RunExperts(w.experts, xs, plan.expert_offsets, ys);
+    RunExperts(w.experts, context.gemm_inputs, xs, plan.expert_offsets, ys);
     for (int e = 0; e < E; ++e) routed[e] = plan.expert_offsets[e + 1] - plan.expert_offsets[e];
   }
   Combine(ys, plan, route.topk_weights, out);
@@ -46,7 +46,7 @@ absl::StatusOr<std::vector<int32_t>> FeedForward(const FeedForwardWeights& w,
   if (w.has_shared_expert()) {
     Tensor shared = Tensor::Empty(DType::kF32, {T, D});  // [T, D]
     Tensor gate = Tensor::Empty(DType::kF32, {T, 1});    // [T, 1]
-    Dense(w.shared, x, shared);
+    Dense(w.shared, context.gemm_inputs, x, shared);
     cpu::Linear(x, w.shared_gate, gate);
     for (int64_t t = 0; t < T; ++t) {
       const float g = 1.0f / (1.0f + std::exp(-gate.data<float>()[t]));

@@ -19,12 +19,16 @@
 #include "moe/expert_parallel.h"
 #include "moe/routing.h"
 #include "moe/weights.h"
+#include "runtime/cpu/linear.h"
 #include "runtime/tensor.h"
 
 namespace moe {
 
 struct FeedForwardContext {
   RoutingParams routing;
+  // What the bf16 expert weights multiply (the router always meets f32 activations: its
+  // top-k decides which experts run, and costs little).
+  cpu::GemmInputs gemm_inputs = cpu::GemmInputs::kF32;
   int num_experts = 0;           // E of the model (the weights may hold a rank's share)
   ExpertGroup* group = nullptr;  // experts spread over ranks; null: all of them are here
   // When set, sees the router's logits [T, E] f32 before they are routed.

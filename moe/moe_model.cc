@@ -12,7 +12,8 @@
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<MoeModel>> MoeModel::Load(const std::string& model_dir,
-                                                         dist::Communicator* comm) {
+                                                         const MoeModelOptions& options) {
+  dist::Communicator* comm = options.comm;
   ASSIGN_OR_RETURN(MoeConfig config, LoadConfig(model_dir));
   ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
   std::unique_ptr<ExpertGroup> group;
@@ -22,13 +23,16 @@ absl::StatusOr<std::unique_ptr<MoeModel>> MoeModel::Load(const std::string& mode
     experts = {group->shard().begin(), group->shard().end()};
   }
   ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(config, checkpoint, experts));
-  return std::unique_ptr<MoeModel>(new MoeModel(std::move(config), std::move(weights), std::move(group)));
+  return std::unique_ptr<MoeModel>(new MoeModel(std::move(config), std::move(weights), std::move(group),
+                                                options.gemm_inputs));
 }
 
-MoeModel::MoeModel(MoeConfig config, ModelWeights weights, std::unique_ptr<ExpertGroup> group)
+MoeModel::MoeModel(MoeConfig config, ModelWeights weights, std::unique_ptr<ExpertGroup> group,
+                   cpu::GemmInputs gemm_inputs)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       group_(std::move(group)),
+      gemm_inputs_(gemm_inputs),
       routed_tokens_(new std::atomic<int64_t>[config_.num_experts]()) {
   info_ = ModelInfo{.architecture = config_.architecture_name,
                     .vocab_size = config_.vocab_size,
@@ -64,7 +68,7 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
   for (int l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& layer = weights_.layers[l];
     cpu::RmsNorm(x, layer.input_norm, config_.rms_norm_eps, h);
-    SelfAttention(layer.attention, config_, h, batch, LayerKv{kv.key(l), kv.value(l)}, out);
+    SelfAttention(layer.attention, config_, gemm_inputs_, h, batch, LayerKv{kv.key(l), kv.value(l)}, out);
     cpu::AddInPlace(out, x);
     cpu::RmsNorm(x, layer.post_attention_norm, config_.rms_norm_eps, h);
     RETURN_IF_ERROR(FeedForwardLayer(l, h, out));
@@ -76,12 +80,13 @@ absl::StatusOr<Tensor> MoeModel::Forward(const StepBatch& batch, KvCache& kv) {
   cpu::GatherRows(x, batch.logits_rows, last);
   cpu::RmsNorm(last, weights_.final_norm, config_.rms_norm_eps, last);
   Tensor logits = Tensor::Empty(DType::kF32, {R, config_.vocab_size});  // [S', V]
-  cpu::Linear(last, weights_.lm_head, logits);
+  cpu::Linear(last, weights_.lm_head, logits, gemm_inputs_);
   return logits;
 }
 
 absl::Status MoeModel::FeedForwardLayer(int l, const Tensor& h, Tensor& out) {
   FeedForwardContext context{.routing = {.top_k = config_.top_k, .renormalize = config_.norm_topk_prob},
+                             .gemm_inputs = gemm_inputs_,
                              .num_experts = config_.num_experts,
                              .group = group_.get()};
   if (router_observer_) {

@@ -18,14 +18,22 @@
 #include "moe/expert_parallel.h"
 #include "moe/routing.h"
 #include "moe/weights.h"
+#include "runtime/cpu/linear.h"
 #include "runtime/model.h"
 
 namespace moe {
 
+struct MoeModelOptions {
+  // Expert parallelism over these ranks; null (or one rank): every expert is here.
+  dist::Communicator* comm = nullptr;
+  // What the bf16 weights multiply: f32 activations (the reference) or bf16-rounded ones.
+  cpu::GemmInputs gemm_inputs = cpu::GemmInputs::kF32;
+};
+
 class MoeModel final : public Model {
  public:
   static absl::StatusOr<std::unique_ptr<MoeModel>> Load(const std::string& model_dir,
-                                                        dist::Communicator* comm = nullptr);
+                                                        const MoeModelOptions& options = {});
 
   const ModelInfo& info() const override { return info_; }
   const MoeConfig& config() const { return config_; }
@@ -44,13 +52,15 @@ class MoeModel final : public Model {
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
 
  private:
-  MoeModel(MoeConfig config, ModelWeights weights, std::unique_ptr<ExpertGroup> group);
+  MoeModel(MoeConfig config, ModelWeights weights, std::unique_ptr<ExpertGroup> group,
+           cpu::GemmInputs gemm_inputs);
   // The MoE (or MLP) block of layer l on h [T, D] -> out [T, D].
   absl::Status FeedForwardLayer(int l, const Tensor& h, Tensor& out);
 
   MoeConfig config_;
   ModelWeights weights_;
   std::unique_ptr<ExpertGroup> group_;
+  cpu::GemmInputs gemm_inputs_;
   ModelInfo info_;
   std::unique_ptr<std::atomic<int64_t>[]> routed_tokens_;  // [E], summed over layers
   RouterObserver router_observer_;

@@ -28,7 +28,8 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
                    LoadModel(options.model_dir, {.backend = options.backend,
                                                  .comm = options.comm,
                                                  .max_tokens = options.engine.scheduler.max_num_batched_tokens,
-                                                 .max_seqs = options.engine.scheduler.max_num_seqs}));
+                                                 .max_seqs = options.engine.scheduler.max_num_seqs,
+                                                 .gemm_inputs = options.gemm_inputs}));
   serving->model_ = std::move(loaded.model);
   serving->config_ = std::move(loaded.config);
   serving->backend_ = std::move(loaded.backend);

@@ -21,6 +21,7 @@ struct ServingModelOptions {
   std::string model_dir;
   std::string tokenizer_dir;  // empty: the model directory, if it has a tokenizer.json
   std::string backend = "auto";  // auto, cpu or cuda (moe/backend.h)
+  cpu::GemmInputs gemm_inputs = cpu::GemmInputs::kBF16;  // the CPU backend's (moe/backend.h)
   // Expert parallelism: the ranks the experts are spread over (engine.group is set from it).
   // Rank 0's engine runs on its own thread; the other ranks call RunGroupMember.
   dist::Communicator* comm = nullptr;

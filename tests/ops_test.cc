@@ -177,7 +177,7 @@ void CheckExpertsAgainstPerTokenLoop(const std::vector<int32_t>& ids, int T, int
   Tensor xs = Tensor::Empty(DType::kF32, {T * K, D}), ys = Tensor::Empty(DType::kF32, {T * K, D});
   ys.Fill(NAN);
   Gather(x, plan, xs);
-  RunExperts(w, xs, plan.expert_offsets, ys);
+  RunExperts(w, cpu::GemmInputs::kF32, xs, plan.expert_offsets, ys);
   Tensor out = Tensor::Empty(DType::kF32, {T, D});
   Combine(ys, plan, topk_weights, out);
 

@@ -5,7 +5,11 @@
 // over the weight bytes one decode step must read (attention, router, the top-k experts of
 // each layer, the LM head). A measuring program, not a test.
 //
+// Given llama.cpp's llama-bench and a GGUF of the same model, it runs llama-bench too, after
+// its own figures, with the same threads, and prints both side by side.
+//
 //   bench-cpu --model /tmp/qwen3-4l [--decode_batch 1,8] [--prefill_tokens 512] [--steps 16]
+//             [--llama_bench /tmp/llama-peer/build/bin/llama-bench --gguf /tmp/llama-peer/q4-bf16.gguf]
 #include <omp.h>
 
 #include <algorithm>
@@ -15,6 +19,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "moe/backend.h"
@@ -25,9 +31,13 @@
 ABSL_FLAG(std::string, model, "", "model directory (e.g. from moe-make-model)");
 ABSL_FLAG(std::vector<std::string>, decode_batch, (std::vector<std::string>{"1", "8"}),
           "sequences decoding together, one figure each");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 ABSL_FLAG(int, prefill_tokens, 512, "prompt tokens of the prefill figure");
 ABSL_FLAG(int, steps, 16, "decode steps timed per batch size (after two warm-up steps)");
 ABSL_FLAG(int, bandwidth_mib, 2048, "buffer the bandwidth is measured on");
+ABSL_FLAG(std::string, llama_bench, "", "llama.cpp's llama-bench (tools/llama_cpp_peer/setup.sh builds it): run as the peer, same threads");
+ABSL_FLAG(std::string, gguf, "", "the same model as a GGUF, for --llama_bench");
 
 namespace moe {
 namespace {
@@ -116,11 +126,44 @@ absl::StatusOr<double> Prefill(Model& model, int tokens) {
   return best;
 }
 
+struct PeerFigures {
+  double decode = 0;   // tg tok/s, batch 1
+  double prefill = 0;  // pp tok/s
+};
+
+// llama-bench's tg and pp figures on the GGUF, as JSON.
+absl::StatusOr<PeerFigures> RunLlamaBench(int tokens, int steps) {
+  const std::string command =
+      absl::StrCat(absl::GetFlag(FLAGS_llama_bench), " -m '", absl::GetFlag(FLAGS_gguf), "' -t ", omp_get_max_threads(),
+                   " -p ", tokens, " -n ", steps, " -r 3 -o json 2>/dev/null");
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return absl::InternalError(absl::StrCat("cannot run ", command));
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), pipe)) > 0;) out.append(buf, n);
+  if (const int rc = pclose(pipe); rc != 0) return absl::InternalError(absl::StrCat(command, " exited with ", rc));
+  const nlohmann::json runs = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  if (!runs.is_array()) return absl::InternalError(absl::StrCat("llama-bench printed no JSON array: ", out.substr(0, 200)));
+  PeerFigures f;
+  for (const nlohmann::json& r : runs) {
+    if (r.value("n_gen", 0) > 0) f.decode = r.value("avg_ts", 0.0);
+    if (r.value("n_prompt", 0) > 0) f.prefill = r.value("avg_ts", 0.0);
+  }
+  return f;
+}
+
 absl::Status Run() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   const double bandwidth = ReadBandwidth(static_cast<size_t>(absl::GetFlag(FLAGS_bandwidth_mib)) << 20);
-  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(dir, {.backend = "cpu", .max_tokens = 4096, .max_seqs = 256}));
+  ASSIGN_OR_RETURN(const cpu::GemmInputs gemm_inputs, ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
+  const bool peer = !absl::GetFlag(FLAGS_llama_bench).empty();
+  if (peer && absl::GetFlag(FLAGS_gguf).empty()) return absl::InvalidArgumentError("--llama_bench needs --gguf");
+  const int tokens = absl::GetFlag(FLAGS_prefill_tokens), steps = absl::GetFlag(FLAGS_steps);
+  double decode1 = 0, prefill = 0;
+  {
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(dir, {.backend = "cpu", .max_tokens = 4096, .max_seqs = 256,
+                                                       .gemm_inputs = gemm_inputs}));
   const double bytes = DecodeWeightBytes(loaded.config);
   std::printf("bench-cpu: %s, %d threads\n", dir.c_str(), omp_get_max_threads());
   std::printf("  read bandwidth            %8.1f GB/s\n", bandwidth);
@@ -129,12 +172,21 @@ absl::Status Run() {
   for (const std::string& b : absl::GetFlag(FLAGS_decode_batch)) {
     int batch;
     if (!absl::SimpleAtoi(b, &batch) || batch < 1) return absl::InvalidArgumentError("--decode_batch takes positive integers");
-    ASSIGN_OR_RETURN(const double tps, Decode(*loaded.model, batch, absl::GetFlag(FLAGS_steps)));
+    ASSIGN_OR_RETURN(const double tps, Decode(*loaded.model, batch, steps));
+    if (batch == 1) decode1 = tps;
     std::printf("  decode, batch %-3d        %8.1f tok/s (%.0f%% of the bandwidth, %.1f steps/s)\n", batch, tps,
                 100 * (tps / batch) * bytes / (bandwidth * 1e9), tps / batch);
   }
-  ASSIGN_OR_RETURN(const double pp, Prefill(*loaded.model, absl::GetFlag(FLAGS_prefill_tokens)));
-  std::printf("  prefill, %d tokens       %8.1f tok/s\n", absl::GetFlag(FLAGS_prefill_tokens), pp);
+  ASSIGN_OR_RETURN(prefill, Prefill(*loaded.model, tokens));
+  std::printf("  prefill, %d tokens       %8.1f tok/s\n", tokens, prefill);
+  }  // our model is unloaded before the peer runs
+  if (!peer) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const PeerFigures llama, RunLlamaBench(tokens, steps));
+  std::printf("llama.cpp: llama-bench on %s, %d threads\n", absl::GetFlag(FLAGS_gguf).c_str(), omp_get_max_threads());
+  std::printf("  decode, batch 1 (tg%d)    %8.1f tok/s: ours %.2fx\n", steps, llama.decode,
+              llama.decode > 0 ? decode1 / llama.decode : 0.0);
+  std::printf("  prefill (pp%d)           %8.1f tok/s: ours %.2fx\n", tokens, llama.prefill,
+              llama.prefill > 0 ? prefill / llama.prefill : 0.0);
   return absl::OkStatus();
 }
 

@@ -36,6 +36,8 @@ ABSL_FLAG(std::string, model, "", "model directory (a random-weight one from moe
 ABSL_FLAG(std::string, batch, "1,64,256", "sequences per rank in a step, comma-separated");
 ABSL_FLAG(int, steps, 5, "timed steps per batch size (after one warm-up step)");
 ABSL_FLAG(std::string, backend, "cpu", "cpu (ranks over MPI) or cuda (a GPU per rank, NCCL)");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 
 namespace moe {
 namespace {
@@ -84,8 +86,10 @@ absl::Status Run(dist::Communicator& comm) {
   if (steps < 1) return absl::InvalidArgumentError("--steps must be >= 1");
   const absl::Time load_start = absl::Now();
   const int max_batch = *std::max_element(batches.begin(), batches.end());
+  ASSIGN_OR_RETURN(const cpu::GemmInputs gemm_inputs, ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(dir, {.backend = absl::GetFlag(FLAGS_backend), .comm = &comm,
-                                                       .max_tokens = max_batch, .max_seqs = max_batch}));
+                                                       .max_tokens = max_batch, .max_seqs = max_batch,
+                                                       .gemm_inputs = gemm_inputs}));
   Model* model = loaded.model.get();
   RETURN_IF_ERROR(comm.Barrier(absl::Minutes(30)));
   const MoeConfig& c = loaded.config;

@@ -21,12 +21,35 @@ void WriteKv(const Tensor& k, const Tensor& v, const StepBatch& batch, Tensor& k
   }
 }
 
+namespace {
+
+using Floats16 = float __attribute__((vector_size(64)));
+
+// dot(a, b) over n floats in one fixed order: 16 partial sums, then a fixed lane sum, then
+// the tail; vectorized without -ffast-math.
+inline float Dot(const float* a, const float* b, int64_t n) {
+  Floats16 acc = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    Floats16 x, y;
+    __builtin_memcpy(&x, a + i, sizeof(x));
+    __builtin_memcpy(&y, b + i, sizeof(y));
+    acc += x * y;
+  }
+  float sum = 0;
+  for (int lane = 0; lane < 16; ++lane) sum += acc[lane];
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+}  // namespace
+
 void PagedAttention(const Tensor& q, const Tensor& key_cache, const Tensor& value_cache,
                     const StepBatch& batch, const AttentionParams& params, Tensor& out) {
   const int64_t T = q.dim(0), H = q.dim(1), hd = q.dim(2);
   const int64_t block_size = key_cache.dim(1), KVH = key_cache.dim(2);
   CHECK(key_cache.dim(3) == hd && H % KVH == 0 && out.numel() == q.numel());
-  const int64_t group = H / KVH;
+  const int64_t group = H / KVH;  // query heads sharing a kv head: each key row serves them all
   const int64_t kv_row = KVH * hd;
 
   std::vector<int32_t> seq_of_token(T);
@@ -40,38 +63,43 @@ void PagedAttention(const Tensor& q, const Tensor& key_cache, const Tensor& valu
   for (int64_t t = 0; t < T; ++t) work += (batch.positions[t] + 1) * H * hd;
 #pragma omp parallel if (work >= (1 << 18))
   {
-    std::vector<float> scores;
+    std::vector<float> scores;  // [group, keys]
 #pragma omp for schedule(dynamic, 1) collapse(2)
     for (int64_t t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < H; ++h) {
+      for (int64_t kvh = 0; kvh < KVH; ++kvh) {
         const int32_t* table = batch.block_table(seq_of_token[t]);
         const int64_t pos = batch.positions[t];
         const int64_t first =
             params.sliding_window > 0 ? std::max<int64_t>(0, pos - params.sliding_window + 1) : 0;
-        const int64_t kvh = h / group;
-        const float* qv = q.Row<float>(t) + h * hd;
-        scores.resize(pos - first + 1);
-        float max_score = -INFINITY;
+        const int64_t keys = pos - first + 1;
+        const float* qt = q.Row<float>(t) + kvh * group * hd;  // [group, hd]
+        scores.resize(group * keys);
         for (int64_t j = first; j <= pos; ++j) {
           const int64_t slot = int64_t{table[j / block_size]} * block_size + j % block_size;
           const float* kv = kc + slot * kv_row + kvh * hd;
-          float dot = 0;
-          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * kv[i];
-          scores[j - first] = dot * params.scale;
-          max_score = std::max(max_score, scores[j - first]);
+          for (int64_t g = 0; g < group; ++g) scores[g * keys + j - first] = Dot(qt + g * hd, kv, hd) * params.scale;
         }
-        float sum = 0;
-        for (float& s : scores) {
-          s = std::exp(s - max_score);
-          sum += s;
+        float* ot = out.Row<float>(t) + kvh * group * hd;  // [group, hd]
+        std::fill_n(ot, group * hd, 0.0f);
+        for (int64_t g = 0; g < group; ++g) {
+          float* sg = scores.data() + g * keys;
+          const float max_score = *std::max_element(sg, sg + keys);
+          float sum = 0;
+          for (int64_t j = 0; j < keys; ++j) {
+            sg[j] = std::exp(sg[j] - max_score);
+            sum += sg[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j < keys; ++j) sg[j] *= inv;
         }
-        float* o = out.Row<float>(t) + h * hd;
-        std::fill_n(o, hd, 0.0f);
         for (int64_t j = first; j <= pos; ++j) {
           const int64_t slot = int64_t{table[j / block_size]} * block_size + j % block_size;
           const float* vv = vc + slot * kv_row + kvh * hd;
-          const float p = scores[j - first] / sum;
-          for (int64_t i = 0; i < hd; ++i) o[i] += p * vv[i];
+          for (int64_t g = 0; g < group; ++g) {
+            const float p = scores[g * keys + j - first];
+            float* o = ot + g * hd;
+            for (int64_t i = 0; i < hd; ++i) o[i] += p * vv[i];
+          }
         }
       }
     }

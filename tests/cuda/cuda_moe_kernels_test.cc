@@ -412,7 +412,7 @@ Tensor ReferenceExperts(const ExpertsInputs& in, const DispatchPlan& plan) {
   const ExpertWeights weights{.gate_up = in.gate_up.To(DType::kBF16),
                               .down = in.down.To(DType::kBF16)};
   Tensor ys = Tensor::Empty(DType::kF32, {N, D});
-  RunExperts(weights, xs, plan.expert_offsets, ys);
+  RunExperts(weights, cpu::GemmInputs::kF32, xs, plan.expert_offsets, ys);
   return ys;
 }
 

@@ -50,7 +50,7 @@ class ExpertParallelModel : public ::testing::TestWithParam<Case> {};
 TEST_P(ExpertParallelModel, EqualsOneRankBitForBit) {
   const Case& c = GetParam();
   const std::string dir = testing::DataDir() + "/models/" + c.model;
-  auto sharded = MoeModel::Load(dir, &testing::Group());
+  auto sharded = MoeModel::Load(dir, {.comm = &testing::Group()});
   ASSERT_TRUE(sharded.ok()) << sharded.status();
   auto whole = MoeModel::Load(dir);
   ASSERT_TRUE(whole.ok()) << whole.status();
