@@ -1,6 +1,7 @@
 #include "runtime/cpu/linear.h"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "runtime/check.h"
@@ -39,57 +40,10 @@ inline float Dot(const float* x, const float* w, int64_t k) {
   return a;
 }
 
-}  // namespace
-
-void Linear(const Tensor& x, const Tensor& w, Tensor& y, GemmInputs inputs) {
-  CHECK(x.rank() == 2 && w.rank() == 2 && y.rank() == 2);
+// Rows of w converted to f32 a block at a time, 4 dot products sharing each load of x.
+void PortableLinear(const Tensor& x, const Tensor& w, Tensor& y, bool parallel) {
   const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
-  CHECK_EQ(w.dim(1), K) << "Linear: x " << ShapeString(x.shape()) << " w " << ShapeString(w.shape());
-  CHECK(y.dim(0) == T && y.dim(1) == N) << "Linear: y " << ShapeString(y.shape());
-  CHECK(x.dtype() == DType::kF32 && y.dtype() == DType::kF32);
-  CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16);
-  if (T == 0 || N == 0) return;
   const bool w_bf16 = w.dtype() == DType::kBF16;
-  const bool bf16_inputs = w_bf16 && inputs == GemmInputs::kBF16;
-  // Small products stay on one thread: waking a team costs more than they do.
-  const bool parallel = T * N * K >= (1 << 18);
-
-  if (avx512::Available()) {
-    // The bf16 copy of x lives as long as the thread, grown and never freed.
-    thread_local std::vector<uint16_t> x_bf16;
-    if (bf16_inputs && static_cast<int64_t>(x_bf16.size()) < T * K) x_bf16.resize(T * K);
-    const avx512::GemmOperands g{.x = bf16_inputs ? static_cast<const void*>(x_bf16.data()) : x.data<float>(),
-                                 .x_stride = K,
-                                 .w = w.raw(),
-                                 .w_stride = K,
-                                 .y = y.data<float>(),
-                                 .y_stride = N,
-                                 .M = T, .N = N, .K = K,
-                                 .w_bf16 = w_bf16,
-                                 .bf16_inputs = bf16_inputs};
-    const int64_t num_blocks = (N + kColumnBlock - 1) / kColumnBlock;
-    uint16_t* const x_round = x_bf16.data();
-#pragma omp parallel if (parallel)
-    {
-      if (bf16_inputs) {
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < T; ++t) avx512::RoundToBf16(x.Row<float>(t), x_round + t * K, K);
-      }
-#pragma omp for schedule(static)
-      for (int64_t blk = 0; blk < num_blocks; ++blk) {
-        avx512::GemmColumns(g, blk * kColumnBlock, std::min(N, (blk + 1) * kColumnBlock));
-      }
-    }
-    return;
-  }
-
-  // Portable: rows of w converted to f32 a block at a time; rounded inputs are rounded first.
-  Tensor rounded;
-  const Tensor* xr = &x;
-  if (bf16_inputs) {
-    rounded = x.To(DType::kBF16).To(DType::kF32);
-    xr = &rounded;
-  }
   const int64_t num_blocks = (N + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel if (parallel)
   {
@@ -106,12 +60,93 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y, GemmInputs inputs) {
         wb = w.Row<float>(n0);
       }
       for (int64_t t = 0; t < T; ++t) {
-        const float* xt = xr->Row<float>(t);
+        const float* xt = x.Row<float>(t);
         float* yt = y.Row<float>(t) + n0;
         int64_t r = 0;
         for (; r + 4 <= rows; r += 4) Dot4(xt, wb + r * K, K, yt + r);
         for (; r < rows; ++r) yt[r] = Dot(xt, wb + r * K, K);
       }
+    }
+  }
+}
+
+}  // namespace
+
+void Linear(const Tensor& x, const Tensor& w, Tensor& y, GemmInputs inputs) {
+  const LinearProduct product{.x = x, .w = w, .y = y};
+  Linear(std::span(&product, 1), inputs);
+}
+
+void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
+  int64_t work = 0;
+  for (const LinearProduct& p : products) {
+    const Tensor &x = p.x, &w = p.w, &y = p.y;
+    CHECK(x.rank() == 2 && w.rank() == 2 && y.rank() == 2);
+    CHECK_EQ(w.dim(1), x.dim(1)) << "Linear: x " << ShapeString(x.shape()) << " w " << ShapeString(w.shape());
+    CHECK(y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0)) << "Linear: y " << ShapeString(y.shape());
+    CHECK(x.dtype() == DType::kF32 && y.dtype() == DType::kF32);
+    CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16);
+    work += x.dim(0) * w.dim(0) * x.dim(1);
+  }
+  if (work == 0) return;
+  // Small products stay on one thread: waking a team costs more than they do.
+  const bool parallel = work >= (1 << 18);
+  auto rounds = [inputs](const LinearProduct& p) { return p.w.dtype() == DType::kBF16 && inputs == GemmInputs::kBF16; };
+
+  if (avx512::Available()) {
+    // Every product's bf16 copy of x, in one buffer that lives as long as the thread.
+    thread_local std::vector<uint16_t> x_bf16;
+    std::vector<int64_t> x_offset(products.size() + 1, 0);
+    for (size_t i = 0; i < products.size(); ++i) {
+      x_offset[i + 1] = x_offset[i] + (rounds(products[i]) ? products[i].x.numel() : 0);
+    }
+    if (static_cast<int64_t>(x_bf16.size()) < x_offset.back()) x_bf16.resize(x_offset.back());
+    // One work list over every product: a block is kColumnBlock rows of one w.
+    std::vector<avx512::GemmOperands> operands;
+    std::vector<std::pair<int, int64_t>> blocks;  // (product, first row of w)
+    for (size_t i = 0; i < products.size(); ++i) {
+      const Tensor &x = products[i].x, &w = products[i].w;
+      Tensor& y = products[i].y;
+      const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
+      operands.push_back({.x = rounds(products[i]) ? static_cast<const void*>(x_bf16.data() + x_offset[i]) : x.raw(),
+                          .x_stride = K,
+                          .w = w.raw(),
+                          .w_stride = K,
+                          .y = y.data<float>(),
+                          .y_stride = N,
+                          .M = T, .N = N, .K = K,
+                          .w_bf16 = w.dtype() == DType::kBF16,
+                          .bf16_inputs = rounds(products[i])});
+      if (T == 0) continue;
+      for (int64_t n = 0; n < N; n += kColumnBlock) blocks.emplace_back(static_cast<int>(i), n);
+    }
+    const int64_t num_blocks = blocks.size();
+    const int num_products = products.size();
+    uint16_t* const x_round = x_bf16.data();  // thread_local: the calling thread's buffer
+#pragma omp parallel if (parallel)
+    {
+#pragma omp for schedule(static)
+      for (int i = 0; i < num_products; ++i) {
+        const Tensor& x = products[i].x;
+        if (!operands[i].bf16_inputs) continue;
+        avx512::RoundToBf16(x.data<float>(), x_round + x_offset[i], x.numel());
+      }
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        const auto [i, n] = blocks[b];
+        avx512::GemmColumns(operands[i], n, std::min(operands[i].N, n + kColumnBlock));
+      }
+    }
+    return;
+  }
+
+  for (const LinearProduct& p : products) {
+    if (p.x.dim(0) == 0) continue;
+    // Portable: rounded inputs are rounded first.
+    if (rounds(p)) {
+      PortableLinear(p.x.To(DType::kBF16).To(DType::kF32), p.w, p.y, parallel);
+    } else {
+      PortableLinear(p.x, p.w, p.y, parallel);
     }
   }
 }

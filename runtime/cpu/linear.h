@@ -9,6 +9,8 @@
 // portable loop does. Either way the result is fixed for a machine, never for a batch.
 #pragma once
 
+#include <span>
+
 #include "runtime/tensor.h"
 
 namespace moe::cpu {
@@ -23,6 +25,18 @@ enum class GemmInputs {
 // x [T, K] f32, w [N, K] f32|bf16 -> y [T, N] f32 (y is written, not accumulated). With f32
 // weights `inputs` does not matter: f32 weights always meet f32 activations.
 void Linear(const Tensor& x, const Tensor& w, Tensor& y, GemmInputs inputs = GemmInputs::kF32);
+
+// One product of a group: y [T, N] = x [T, K] @ w [N, K]^T, as above.
+struct LinearProduct {
+  const Tensor& x;
+  const Tensor& w;
+  Tensor& y;
+};
+
+// Independent products at once (the experts of a layer), their rows of w spread over all
+// cores together: a few experts at decode keep every core busy, with one wake-up of the team
+// instead of one per product. Each result is what Linear gives it alone.
+void Linear(std::span<const LinearProduct> products, GemmInputs inputs = GemmInputs::kF32);
 
 // y [T, N] += bias [N] f32.
 void AddBias(const Tensor& bias, Tensor& y);
