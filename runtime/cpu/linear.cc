@@ -13,8 +13,6 @@ namespace {
 // Rows of w converted and reused together; 4 dot products share each load of x.
 constexpr int64_t kRowBlock = 16;
 
-// Rows of w one thread takes at a time on the AVX-512 path.
-constexpr int64_t kColumnBlock = 32;
 
 // out[r] = dot(x, w + r*k) for r in 0..3, four independent accumulation chains.
 inline void Dot4(const float* x, const float* w, int64_t k, float* out) {
@@ -101,7 +99,7 @@ void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
       x_offset[i + 1] = x_offset[i] + (rounds(products[i]) ? products[i].x.numel() : 0);
     }
     if (static_cast<int64_t>(x_bf16.size()) < x_offset.back()) x_bf16.resize(x_offset.back());
-    // One work list over every product: a block is kColumnBlock rows of one w.
+    // One work list over every product: a block is avx512::kColumnBlock rows of one w.
     std::vector<avx512::GemmOperands> operands;
     std::vector<std::pair<int, int64_t>> blocks;  // (product, first row of w)
     for (size_t i = 0; i < products.size(); ++i) {
@@ -118,7 +116,7 @@ void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
                           .w_bf16 = w.dtype() == DType::kBF16,
                           .bf16_inputs = rounds(products[i])});
       if (T == 0) continue;
-      for (int64_t n = 0; n < N; n += kColumnBlock) blocks.emplace_back(static_cast<int>(i), n);
+      for (int64_t n = 0; n < N; n += avx512::kColumnBlock) blocks.emplace_back(static_cast<int>(i), n);
     }
     const int64_t num_blocks = blocks.size();
     const int num_products = products.size();
@@ -134,7 +132,7 @@ void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
 #pragma omp for schedule(static)
       for (int64_t b = 0; b < num_blocks; ++b) {
         const auto [i, n] = blocks[b];
-        avx512::GemmColumns(operands[i], n, std::min(operands[i].N, n + kColumnBlock));
+        avx512::GemmColumns(operands[i], n, std::min(operands[i].N, n + avx512::kColumnBlock));
       }
     }
     return;

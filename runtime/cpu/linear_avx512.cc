@@ -38,6 +38,8 @@ struct Bf16Inputs {
   }
 };
 
+constexpr __mmask32 kAll = ~__mmask32{0};
+
 // The one lane sum: (i, i+8), then (i, i+4), (i, i+2), (i, i+1).
 MOE_AVX512 inline float LaneSum(__m512 v) {
   const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -58,14 +60,6 @@ MOE_AVX512 void Tile(const GemmOperands& g, int64_t m0, int64_t n0) {
   __m512 acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-  auto step = [&](int64_t k, __mmask32 mask) __attribute__((always_inline)) {
-    decltype(In::X(nullptr, 0, 0)) xv[MR];
-    for (int i = 0; i < MR; ++i) xv[i] = In::X(x[i], k, mask);
-    for (int j = 0; j < NR; ++j) {
-      const auto wv = In::W(g.w_bf16, w[j], k, mask);
-      for (int i = 0; i < MR; ++i) acc[i][j] = In::Madd(acc[i][j], xv[i], wv);
-    }
-  };
   const int64_t full = g.K / In::kStep * In::kStep;
   int64_t k = 0;
   if constexpr (MR == 1) {
@@ -73,26 +67,36 @@ MOE_AVX512 void Tile(const GemmOperands& g, int64_t m0, int64_t n0) {
     // longer runs of memory; every sum still runs in order over k.
     constexpr int kUnroll = 4;
     for (; k + kUnroll * In::kStep <= full; k += kUnroll * In::kStep) {
-      const auto x0 = In::X(x[0], k, ~__mmask32{0});
-      const auto x1 = In::X(x[0], k + In::kStep, ~__mmask32{0});
-      const auto x2 = In::X(x[0], k + 2 * In::kStep, ~__mmask32{0});
-      const auto x3 = In::X(x[0], k + 3 * In::kStep, ~__mmask32{0});
+      decltype(In::X(nullptr, 0, 0)) xv[kUnroll];
+#pragma GCC unroll 4
+      for (int u = 0; u < kUnroll; ++u) xv[u] = In::X(x[0], k + u * In::kStep, kAll);
+#pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) {
-        acc[0][j] = In::Madd(acc[0][j], x0, In::W(g.w_bf16, w[j], k, ~__mmask32{0}));
-        acc[0][j] = In::Madd(acc[0][j], x1, In::W(g.w_bf16, w[j], k + In::kStep, ~__mmask32{0}));
-        acc[0][j] = In::Madd(acc[0][j], x2, In::W(g.w_bf16, w[j], k + 2 * In::kStep, ~__mmask32{0}));
-        acc[0][j] = In::Madd(acc[0][j], x3, In::W(g.w_bf16, w[j], k + 3 * In::kStep, ~__mmask32{0}));
+#pragma GCC unroll 4
+        for (int u = 0; u < kUnroll; ++u) {
+          acc[0][j] = In::Madd(acc[0][j], xv[u], In::W(g.w_bf16, w[j], k + u * In::kStep, kAll));
+        }
       }
     }
   }
-  for (; k < full; k += In::kStep) step(k, ~__mmask32{0});
-  if (full < g.K) step(full, static_cast<__mmask32>((uint64_t{1} << (g.K - full)) - 1));
+  // The same step for whole vectors and for the masked tail. (Written out, not a lambda:
+  // GCC keeps a captured accumulator array in memory, a store per product.)
+  for (__mmask32 mask = kAll; k < g.K; k += In::kStep) {
+    if (k >= full) mask = static_cast<__mmask32>((uint64_t{1} << (g.K - full)) - 1);
+    decltype(In::X(nullptr, 0, 0)) xv[MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) xv[i] = In::X(x[i], k, mask);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const auto wv = In::W(g.w_bf16, w[j], k, mask);
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) acc[i][j] = In::Madd(acc[i][j], xv[i], wv);
+    }
+  }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) g.y[(m0 + i) * g.y_stride + n0 + j] = LaneSum(acc[i][j]);
 }
 
-// Rows of w a thread keeps hot in L2 while every row of x passes them.
-constexpr int64_t kColumnBlock = 32;
 
 template <class In, int MR, int NR>
 MOE_AVX512 void Rows(const GemmOperands& g, int64_t m0, int64_t n_begin, int64_t n_end) {
@@ -106,7 +110,7 @@ MOE_AVX512 void Columns(const GemmOperands& g, int64_t n_begin, int64_t n_end) {
   for (int64_t nb = n_begin; nb < n_end; nb += kColumnBlock) {
     const int64_t ne = std::min(n_end, nb + kColumnBlock);
     int64_t m = 0;
-    for (; m + 4 <= g.M; m += 4) Rows<In, 4, 4>(g, m, nb, ne);
+    for (; m + 4 <= g.M; m += 4) Rows<In, 4, 6>(g, m, nb, ne);
     switch (g.M - m) {
       case 3: Rows<In, 3, 4>(g, m, nb, ne); break;
       case 2: Rows<In, 2, 6>(g, m, nb, ne); break;
