@@ -25,9 +25,9 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
-  // Buffers of a huge page or more (weights, KV caches) sit on huge pages: streamed weights
-  // miss the TLB on every 4 KiB page otherwise, which costs a quarter of the read bandwidth
-  // under a hypervisor's nested page tables (bench-linear, lm_head).
+  // Buffers of a huge page or more (weights, KV caches) ask for transparent huge pages, so
+  // that streaming a weight does not miss the TLB every 4 KiB. Where the kernel grants none
+  // (this project's CI sandbox reports AnonHugePages 0 even so), they are 4 KiB pages.
   constexpr size_t kHugePage = size_t{2} << 20;
   const bool huge = t.nbytes() >= kHugePage;
   const size_t align = huge ? kHugePage : 64;
