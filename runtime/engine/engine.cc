@@ -182,6 +182,9 @@ void Engine::Finish(Sequence& seq, FinishReason reason, std::string matched_stop
     if (std::string rest = seq.stop->Flush(); !rest.empty()) seq.sink->OnDelta({.choice = seq.choice, .text = rest});
   }
   scheduler_.Remove(&seq);
+  // Published before the final event: a client that has its answer never reads a load that
+  // still counts it (running, KV blocks), as it could until the step's end before.
+  PublishStats();
   const absl::Time now = absl::Now();
   FinalOutput final{.choice = seq.choice, .reason = reason, .matched_stop = std::move(matched_stop),
                     .error = std::move(error)};
