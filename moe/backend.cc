@@ -27,6 +27,12 @@ absl::StatusOr<std::string> ResolveBackend(const std::string& backend) {
   return std::string("cpu");
 }
 
+absl::StatusOr<cpu::GemmInputs> ParseGemmInputs(const std::string& name) {
+  if (name == "bf16") return cpu::GemmInputs::kBF16;
+  if (name == "f32") return cpu::GemmInputs::kF32;
+  return absl::InvalidArgumentError(absl::StrCat("--cpu_gemm_inputs must be bf16 or f32, not '", name, "'"));
+}
+
 absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const BackendOptions& options) {
   LoadedModel loaded;
   ASSIGN_OR_RETURN(loaded.backend, ResolveBackend(options.backend));

@@ -24,7 +24,7 @@ struct BackendOptions {
   int32_t max_tokens = 8192;     // the largest step's tokens (the GPU sizes its buffers by it)
   int32_t max_seqs = 256;        // the largest step's sequences
   // CPU backend: what bf16 weights multiply (--cpu_gemm_inputs). The library's default is the
-  // reference, f32; the programs default to bf16 (moe/backend_flags.h).
+  // reference, f32; the programs default to bf16, as PyTorch and llama.cpp run bf16 models.
   cpu::GemmInputs gemm_inputs = cpu::GemmInputs::kF32;
 };
 
@@ -37,6 +37,9 @@ struct LoadedModel {
 // "cpu" or "cuda" for "auto", "cpu" or "cuda"; an error naming the flag value otherwise, or
 // when CUDA is asked for and this build or machine has none.
 absl::StatusOr<std::string> ResolveBackend(const std::string& backend);
+
+// "bf16" or "f32" -> the GemmInputs; an error naming --cpu_gemm_inputs otherwise.
+absl::StatusOr<cpu::GemmInputs> ParseGemmInputs(const std::string& name);
 
 absl::StatusOr<LoadedModel> LoadModel(const std::string& model_dir, const BackendOptions& options);
 

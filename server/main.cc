@@ -16,7 +16,6 @@
 
 #include <unistd.h>
 
-#include "moe/backend_flags.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "runtime/command_line.h"
@@ -52,6 +51,8 @@ ABSL_FLAG(std::string, served_model_name, "",
 ABSL_FLAG(std::string, api_key, "",
           "if set (or MOE_API_KEY), /v1 needs Authorization: Bearer <key>; /health and /metrics stay open");
 ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 ABSL_FLAG(int, max_batched_tokens, 2048, "token budget of one engine step");
 ABSL_FLAG(int, max_seqs, 256, "sequences running at once");
 ABSL_FLAG(std::string, kv_cache_memory, "1GiB", "KV cache size (B, KiB, MiB, GiB)");
@@ -92,7 +93,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.model.tokenizer_dir = absl::GetFlag(FLAGS_tokenizer);
   o.model.backend = absl::GetFlag(FLAGS_backend);
   RETURN_IF_ERROR(ResolveBackend(o.model.backend).status());
-  ASSIGN_OR_RETURN(o.model.gemm_inputs, GemmInputsFromFlag());
+  ASSIGN_OR_RETURN(o.model.gemm_inputs, ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
   o.host = absl::GetFlag(FLAGS_host);
   o.port = absl::GetFlag(FLAGS_port);
   o.http_port = absl::GetFlag(FLAGS_http_port);

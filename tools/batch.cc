@@ -27,7 +27,6 @@
 #include <memory>
 #include <string>
 
-#include "moe/backend_flags.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/hash/hash.h"
@@ -46,6 +45,8 @@
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer directory (default: the model's, if it has one)");
 ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 ABSL_FLAG(std::string, input, "", "requests, one JSON object per line");
 ABSL_FLAG(std::string, output, "", "results, appended one line each as they complete");
 ABSL_FLAG(std::string, errors, "", "failed lines (default: the output's name + .errors.jsonl)");
@@ -418,7 +419,7 @@ absl::StatusOr<server::ServingModelOptions> ModelOptions(dist::Communicator& com
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   o.tokenizer_dir = absl::GetFlag(FLAGS_tokenizer);
   o.backend = absl::GetFlag(FLAGS_backend);
-  ASSIGN_OR_RETURN(o.gemm_inputs, GemmInputsFromFlag());
+  ASSIGN_OR_RETURN(o.gemm_inputs, ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
   o.comm = &comm;
   EngineOptions& e = o.engine;
   e.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);

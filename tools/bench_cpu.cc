@@ -24,7 +24,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "moe/backend.h"
-#include "moe/backend_flags.h"
 #include "runtime/command_line.h"
 #include "runtime/engine/engine.h"
 #include "runtime/status_macros.h"
@@ -32,6 +31,8 @@
 ABSL_FLAG(std::string, model, "", "model directory (e.g. from moe-make-model)");
 ABSL_FLAG(std::vector<std::string>, decode_batch, (std::vector<std::string>{"1", "8"}),
           "sequences decoding together, one figure each");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 ABSL_FLAG(int, prefill_tokens, 512, "prompt tokens of the prefill figure");
 ABSL_FLAG(int, steps, 16, "decode steps timed per batch size (after two warm-up steps)");
 ABSL_FLAG(int, bandwidth_mib, 2048, "buffer the bandwidth is measured on");
@@ -155,7 +156,7 @@ absl::Status Run() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   const double bandwidth = ReadBandwidth(static_cast<size_t>(absl::GetFlag(FLAGS_bandwidth_mib)) << 20);
-  ASSIGN_OR_RETURN(const cpu::GemmInputs gemm_inputs, GemmInputsFromFlag());
+  ASSIGN_OR_RETURN(const cpu::GemmInputs gemm_inputs, ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
   const bool peer = !absl::GetFlag(FLAGS_llama_bench).empty();
   if (peer && absl::GetFlag(FLAGS_gguf).empty()) return absl::InvalidArgumentError("--llama_bench needs --gguf");
   const int tokens = absl::GetFlag(FLAGS_prefill_tokens), steps = absl::GetFlag(FLAGS_steps);

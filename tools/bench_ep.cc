@@ -28,7 +28,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "moe/backend.h"
-#include "moe/backend_flags.h"
 #include "moe/moe_model.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/status_macros.h"
@@ -37,6 +36,8 @@ ABSL_FLAG(std::string, model, "", "model directory (a random-weight one from moe
 ABSL_FLAG(std::string, batch, "1,64,256", "sequences per rank in a step, comma-separated");
 ABSL_FLAG(int, steps, 5, "timed steps per batch size (after one warm-up step)");
 ABSL_FLAG(std::string, backend, "cpu", "cpu (ranks over MPI) or cuda (a GPU per rank, NCCL)");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 
 namespace moe {
 namespace {
@@ -85,7 +86,7 @@ absl::Status Run(dist::Communicator& comm) {
   if (steps < 1) return absl::InvalidArgumentError("--steps must be >= 1");
   const absl::Time load_start = absl::Now();
   const int max_batch = *std::max_element(batches.begin(), batches.end());
-  ASSIGN_OR_RETURN(const cpu::GemmInputs gemm_inputs, GemmInputsFromFlag());
+  ASSIGN_OR_RETURN(const cpu::GemmInputs gemm_inputs, ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(dir, {.backend = absl::GetFlag(FLAGS_backend), .comm = &comm,
                                                        .max_tokens = max_batch, .max_seqs = max_batch,
                                                        .gemm_inputs = gemm_inputs}));

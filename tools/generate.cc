@@ -22,12 +22,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "moe/backend.h"
-#include "moe/backend_flags.h"
 #include "runtime/engine/engine.h"
 #include "runtime/status_macros.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
 ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
+ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
+          "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
 ABSL_FLAG(std::string, prompts, "",
           "prompts as token ids separated by spaces or commas, prompts separated by ';'");
 ABSL_FLAG(std::string, prompts_file, "", "file with one prompt of token ids per line");
@@ -93,7 +94,7 @@ absl::Status Run(moe::dist::Communicator& comm) {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
   ASSIGN_OR_RETURN(auto prompts, ReadPrompts());
-  ASSIGN_OR_RETURN(const moe::cpu::GemmInputs gemm_inputs, moe::GemmInputsFromFlag());
+  ASSIGN_OR_RETURN(const moe::cpu::GemmInputs gemm_inputs, moe::ParseGemmInputs(absl::GetFlag(FLAGS_cpu_gemm_inputs)));
   const absl::Time load_start = absl::Now();
   ASSIGN_OR_RETURN(moe::LoadedModel loaded,
                    moe::LoadModel(dir, {.backend = absl::GetFlag(FLAGS_backend),
