@@ -1,7 +1,8 @@
 // Model: the interface the engine drives. moe/ implements it; the runtime knows nothing
 // about experts.
 //
-//   ASSIGN_OR_RETURN(Tensor logits, model.Forward(batch, kv));   // [S', vocab] f32
+//   ASSIGN_OR_RETURN(StepSamples s, model.ForwardAndSample(batch, kv, sampling));  // what the engine runs
+//   ASSIGN_OR_RETURN(Tensor logits, model.Forward(batch, kv));   // [S', vocab] f32, for tests
 #pragma once
 
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/kv_cache.h"
+#include "runtime/sampling.h"
 #include "runtime/step_batch.h"
 #include "runtime/tensor.h"
 
@@ -33,6 +35,9 @@ struct ExpertTraffic {
   double exchange_seconds = 0;  // in the collectives of the MoE layers, waiting included
 };
 
+// InvalidArgument unless `sampling` has one row for each of batch.logits_rows.
+absl::Status CheckSamplingRows(const StepBatch& batch, const SamplingBatch& sampling);
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -41,6 +46,13 @@ class Model {
   // One forward step: writes this step's K/V into `kv` at batch.slot_mapping, attends over
   // the paged cache and returns the logits of batch.logits_rows, [S', vocab] f32.
   virtual absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) = 0;
+
+  // One forward step that returns the tokens sampled from the logits of batch.logits_rows,
+  // with `sampling`'s parameters for each row (runtime/sampling.h), not the logits. This one
+  // samples Forward's logits on the CPU; a backend whose logits are on a device samples
+  // them there and copies back only the tokens and logprobs.
+  virtual absl::StatusOr<StepSamples> ForwardAndSample(const StepBatch& batch, KvCache& kv,
+                                                       const SamplingBatch& sampling);
 
   // Expert parallelism: a step that other ranks run while this one has no tokens. The
   // model joins each layer's expert exchange with zero rows and computes nothing else (no

@@ -7,7 +7,8 @@
 #include <random>
 
 #include "gtest/gtest.h"
-#include "runtime/engine/philox.h"
+#include "runtime/cpu/log_sum_exp.h"
+#include "runtime/philox.h"
 
 namespace moe {
 namespace {
@@ -175,16 +176,16 @@ TEST(LogSumExpTest, MatchesDoublePrecisionAtRealAndOddSizes) {
     double max = -INFINITY, sum = 0;
     for (float l : logits) max = std::max<double>(max, l);
     for (float l : logits) sum += std::exp(double{l} - max);
-    EXPECT_NEAR(LogSumExp(logits), max + std::log(sum), 2e-5) << "size " << size;
+    EXPECT_NEAR(cpu::LogSumExp(logits), max + std::log(sum), 2e-5) << "size " << size;
   }
 }
 
 TEST(LogSumExpTest, InfinitiesAndVeryNegativeLogits) {
-  EXPECT_EQ(LogSumExp(std::vector<float>{-INFINITY, -INFINITY}), -INFINITY);
-  EXPECT_EQ(LogSumExp(std::vector<float>{1.0f, INFINITY}), INFINITY);
+  EXPECT_EQ(cpu::LogSumExp(std::vector<float>{-INFINITY, -INFINITY}), -INFINITY);
+  EXPECT_EQ(cpu::LogSumExp(std::vector<float>{1.0f, INFINITY}), INFINITY);
   // -inf entries add nothing; a logit 200 below the max adds nothing measurable.
-  EXPECT_NEAR(LogSumExp(std::vector<float>{0.0f, -INFINITY, -200.0f}), 0.0f, 1e-6);
-  EXPECT_NEAR(LogSumExp(std::vector<float>{3.0f, 3.0f}), 3.0f + std::log(2.0f), 1e-6);
+  EXPECT_NEAR(cpu::LogSumExp(std::vector<float>{0.0f, -INFINITY, -200.0f}), 0.0f, 1e-6);
+  EXPECT_NEAR(cpu::LogSumExp(std::vector<float>{3.0f, 3.0f}), 3.0f + std::log(2.0f), 1e-6);
 }
 
 TEST(SamplerTest, TheChosenLogprobIsAlwaysSetAndEqualsTheReportedOne) {

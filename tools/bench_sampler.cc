@@ -14,6 +14,7 @@
 #include "runtime/command_line.h"
 #include "absl/time/clock.h"
 #include "runtime/engine/sampler.h"
+#include "runtime/cpu/log_sum_exp.h"
 
 ABSL_FLAG(int, vocab, 151936, "logits per row (Qwen3's vocabulary by default)");
 ABSL_FLAG(int, rows, 2000, "rows timed per case");
@@ -41,7 +42,7 @@ int main(int argc, char** argv) {
   volatile float sink = 0;
   std::printf("vocab %d, %d rows per case (us per row)\n", V, rows);
   std::printf("  log-sum-exp (every row)    %8.1f\n",
-              moe::MicrosPerRow(rows, [&](int) { sink = sink + moe::LogSumExp(logits); }));
+              moe::MicrosPerRow(rows, [&](int) { sink = sink + moe::cpu::LogSumExp(logits); }));
   // The same in double with std::exp, as the sampler computed logprobs before: the baseline.
   std::printf("  log-sum-exp, double exp    %8.1f\n", moe::MicrosPerRow(rows, [&](int) {
                 const float max_logit = *std::max_element(logits.begin(), logits.end());

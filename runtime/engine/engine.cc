@@ -265,25 +265,34 @@ void Engine::EmitToken(Sequence& seq, const Sampled& sampled) {
   if (step.finish.has_value()) Finish(seq, *step.finish, std::move(step.matched_stop));
 }
 
-void Engine::Postprocess(const StepPlan& plan, const Tensor& logits) {
+void Engine::BuildSampling(const StepPlan& plan) {
+  sampling_.rows.clear();
+  sampling_.adjustments.clear();
+  for (const ScheduledSequence& s : plan.scheduled) {
+    if (!s.samples()) continue;
+    const Sequence& seq = *s.seq;
+    const std::vector<int32_t> masked = seq.stop->MaskedTokens(seq.num_output());
+    const absl::Span<const int32_t> tokens(seq.tokens);
+    AppendRow({.params = &seq.request->sampling,
+               .prompt = tokens.subspan(0, seq.prompt_len),
+               .output = tokens.subspan(seq.prompt_len),
+               .masked_tokens = masked,
+               .seed = seq.seed,
+               .choice = seq.choice},
+              sampling_);
+  }
+}
+
+void Engine::Postprocess(const StepPlan& plan, const StepSamples& samples) {
   // Which sequences sample is decided by the plan, before Advance moves num_computed.
   std::vector<Sequence*> sampling;
   for (const ScheduledSequence& s : plan.scheduled) {
     if (s.samples()) sampling.push_back(s.seq);
   }
   scheduler_.Advance(plan);
-  const int64_t V = logits.dim(1);
   for (size_t row = 0; row < sampling.size(); ++row) {
     Sequence& seq = *sampling[row];
-    const std::vector<int32_t> masked = seq.stop->MaskedTokens(seq.num_output());
-    const absl::Span<const int32_t> tokens(seq.tokens);
-    const Sampled sampled = sampler_.Sample({.logits = absl::MakeConstSpan(logits.Row<float>(row), V),
-                                             .params = &seq.request->sampling,
-                                             .prompt = tokens.subspan(0, seq.prompt_len),
-                                             .output = tokens.subspan(seq.prompt_len),
-                                             .masked_tokens = masked,
-                                             .seed = seq.seed,
-                                             .choice = seq.choice});
+    const Sampled sampled = SampledRow(samples, row, seq.request->sampling);
     if (sampled.token < 0 || sampled.token >= model_.info().vocab_size) {
       Finish(seq, FinishReason::kError, "",
              absl::InternalError(sampled.token < 0
@@ -361,17 +370,18 @@ absl::StatusOr<bool> Engine::StepHere() {
     if (s.seq->first_scheduled == absl::InfiniteFuture()) s.seq->first_scheduled = t1;
   }
   const StepBatch batch = BuildBatch(plan);
+  BuildSampling(plan);
   absl::Time t2 = absl::Now();
-  absl::StatusOr<Tensor> logits = model_.Forward(batch, kv_);
+  absl::StatusOr<StepSamples> samples = model_.ForwardAndSample(batch, kv_, sampling_);
   absl::Time t3 = absl::Now();
-  if (!logits.ok()) {
+  if (!samples.ok()) {
     for (const ScheduledSequence& s : plan.scheduled) {
       Sequence& seq = *s.seq;
-      if (seq.status != SequenceStatus::kFinished) Finish(seq, FinishReason::kError, "", logits.status());
+      if (seq.status != SequenceStatus::kFinished) Finish(seq, FinishReason::kError, "", samples.status());
     }
-    return logits.status();
+    return samples.status();
   }
-  Postprocess(plan, *logits);
+  Postprocess(plan, *samples);
   phase_times_.schedule += t1 - t0;
   phase_times_.build_batch += t2 - t1;
   phase_times_.forward += t3 - t2;

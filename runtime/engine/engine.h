@@ -131,7 +131,9 @@ class Engine {
   void PublishStats();
   void ExpireTimeLimits();
   StepBatch BuildBatch(const StepPlan& plan) const;
-  void Postprocess(const StepPlan& plan, const Tensor& logits);
+  // The sampling parameters of the plan's sampling sequences, one row each, in batch order.
+  void BuildSampling(const StepPlan& plan);
+  void Postprocess(const StepPlan& plan, const StepSamples& samples);
   void EmitToken(Sequence& seq, const Sampled& sampled);
   void Loop();
 
@@ -140,7 +142,7 @@ class Engine {
   KvCache kv_;
   BlockManager blocks_;
   Scheduler scheduler_;
-  Sampler sampler_;
+  SamplingBatch sampling_;  // reused from step to step
   OutputDelta delta_;  // reused by EmitToken
   std::map<std::string, RequestState> requests_;  // engine thread only
   uint64_t next_arrival_ = 0;

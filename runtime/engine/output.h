@@ -9,16 +9,12 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "runtime/sampling.h"  // TokenLogprob
 
 namespace moe {
 
 enum class FinishReason { kEos, kStopString, kStopToken, kLength, kTimeLimit, kAborted, kError };
 const char* FinishReasonName(FinishReason reason);  // "eos", "stop_string", ...
-
-struct TokenLogprob {
-  int32_t token;
-  float logprob;  // log-softmax of the model's raw logits
-};
 
 struct SampledLogprobs {
   TokenLogprob chosen;
