@@ -5,6 +5,9 @@
 // per-vocabulary cost does not hide the bookkeeping, and the sampler is timed separately.
 //
 //   bench-engine-step [--seqs 256,1024] [--steps 200] [--vocab 32]
+#include <omp.h>
+
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -97,6 +100,20 @@ void MeasureSampler(int vocab) {
     std::cout << absl::StrFormat("sampler, vocab %d, %s: %.1f us/row\n", vocab,
                                  params == &greedy ? "greedy" : "T=0.8 top-p 0.95",
                                  absl::ToDoubleMicroseconds(absl::Now() - start) / rows);
+  }
+  // A decode step's worth of rows at once, spread over the OpenMP threads.
+  constexpr int kBatch = 256;
+  moe::Tensor batch = moe::Tensor::Empty(moe::DType::kF32, {kBatch, vocab});
+  for (int r = 0; r < kBatch; ++r) std::copy(logits.begin(), logits.end(), batch.Row<float>(r));
+  for (const auto* params : {&greedy, &random}) {
+    moe::SamplingBatch sampling;
+    for (int r = 0; r < kBatch; ++r) moe::AppendRow({.params = params, .seed = uint64_t(r)}, sampling);
+    moe::StepSamples out;
+    const absl::Time start = absl::Now();
+    moe::cpu::SampleRows(batch, sampling, out);
+    std::cout << absl::StrFormat("sampler, batch %d rows on %d threads, %s: %.1f us/row\n", kBatch,
+                                 omp_get_max_threads(), params == &greedy ? "greedy" : "T=0.8 top-p 0.95",
+                                 absl::ToDoubleMicroseconds(absl::Now() - start) / kBatch);
   }
 }
 
