@@ -1,4 +1,5 @@
 #include "runtime/cpu/log_sum_exp.h"
+#include "runtime/cpu/float_vector.h"
 
 #include <algorithm>
 #include <bit>
@@ -9,17 +10,11 @@
 namespace moe::cpu {
 namespace {
 
-// GCC/Clang vector extensions: 16 lanes (one AVX-512 register, two AVX2 ones).
-constexpr int64_t kWidth = 16;
-using Floats = float __attribute__((vector_size(4 * kWidth)));
-using Ints = int32_t __attribute__((vector_size(4 * kWidth)));
-
-inline Floats Load(const float* x) {
-  Floats v;
-  std::memcpy(&v, x, sizeof(v));
-  return v;
-}
-inline Floats Splat(float x) { return Floats{} + x; }
+using vec::Floats;
+using vec::Ints;
+using vec::kWidth;
+using vec::Load;
+using vec::Splat;
 
 constexpr float kLog2E = 1.44269504f;
 constexpr float kRoundingShift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer

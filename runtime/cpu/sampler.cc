@@ -9,6 +9,7 @@
 #include <queue>
 
 #include "runtime/check.h"
+#include "runtime/cpu/float_vector.h"
 #include "runtime/cpu/log_sum_exp.h"
 #include "runtime/philox.h"
 #include "runtime/sampling_math.h"
@@ -23,17 +24,11 @@ using sampling::kKeyOfOne;
 using sampling::kSmallestKey;
 using sampling::WeightOfKey;
 
-// GCC/Clang vector extensions: 16 lanes (one AVX-512 register, two AVX2 ones).
-constexpr int64_t kWidth = 16;
-using Floats = float __attribute__((vector_size(4 * kWidth)));
-using Ints = int32_t __attribute__((vector_size(4 * kWidth)));
-
-inline Floats Load(const float* x) {
-  Floats v;
-  std::memcpy(&v, x, sizeof(v));
-  return v;
-}
-inline Floats Splat(float x) { return Floats{} + x; }
+using vec::Floats;
+using vec::Ints;
+using vec::kWidth;
+using vec::Load;
+using vec::Splat;
 
 // sampling::ExpNonPositive on every lane, operation for operation.
 inline Floats ExpNonPositive(Floats x) {
