@@ -271,9 +271,10 @@ int32_t RowSampler::Draw(absl::Span<const float> x, float max_logit, const RowSa
 
 void SampleRows(const Tensor& logits, const SamplingBatch& sampling, StepSamples& out) {
   const int rows = sampling.num_rows();
+  out.Resize(rows, sampling.max_top_logprobs());
+  if (rows == 0) return;  // a step of prompt chunks only: its logits may be empty
   CHECK_EQ(logits.dim(0), rows);
   const int64_t V = logits.dim(1);
-  out.Resize(rows, sampling.max_top_logprobs());
   static thread_local RowSampler sampler;
 #pragma omp parallel for schedule(dynamic, 1) if (rows > 1)
   for (int r = 0; r < rows; ++r) {
