@@ -48,10 +48,13 @@ int32_t FirstIndexOf(absl::Span<const float> x, float value) {
   const int64_t n = x.size(), vectors_end = n - n % kWidth;
   int64_t i = 0;
   for (; i < vectors_end; i += kWidth) {
+    // Any lane equal: OR the mask's halves down to one 64-bit word (a few vector ops).
     const Ints equal = Load(x.data() + i) == value;
-    bool any = false;
-    for (int k = 0; k < kWidth; ++k) any |= equal[k] != 0;
-    if (any) break;
+    uint64_t words[kWidth / 2];
+    std::memcpy(words, &equal, sizeof(words));
+    uint64_t any = 0;
+    for (uint64_t w : words) any |= w;
+    if (any != 0) break;
   }
   while (x[i] != value) ++i;
   return static_cast<int32_t>(i);
