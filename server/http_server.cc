@@ -114,11 +114,21 @@ class Exchange final : public HttpExchange, public std::enable_shared_from_this<
 
 class Connection final : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(tcp::socket socket, const HttpServerOptions& options, const HttpHandler& handler)
-      : stream_(std::move(socket)), options_(options), handler_(handler) {}
+  // `on_close` runs once, when the connection closes.
+  Connection(tcp::socket socket, const HttpServerOptions& options, const HttpHandler& handler,
+             std::function<void()> on_close)
+      : stream_(std::move(socket)), options_(options), handler_(handler), on_close_(std::move(on_close)) {}
+  ~Connection() { Close(); }
 
   net::any_io_executor executor() { return stream_.get_executor(); }
   void Start() { ReadRequest(); }
+
+  // Strand only: the server is stopping. The answer being written is finished, then the
+  // connection closes instead of reading another request; an idle one closes now.
+  void Finish() {
+    finishing_ = true;
+    if (exchange_ == nullptr && queue_.empty()) Close();
+  }
 
   // Strand only: queues output of `exchange`; `last` ends its answer.
   void Write(const std::shared_ptr<Exchange>& exchange, Output output, bool last) {
@@ -135,6 +145,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
     queue_.clear();
+    if (on_close_) std::exchange(on_close_, nullptr)();
   }
 
  private:
@@ -250,7 +261,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     done.exchange->Written(done.output.data.size());
     if (done.last && done.exchange == exchange_) {
       exchange_.reset();
-      if (!done.exchange->keep_alive()) {
+      if (!done.exchange->keep_alive() || finishing_) {
         Close();
         return;
       }
@@ -301,12 +312,14 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   beast::tcp_stream stream_;
   const HttpServerOptions& options_;
   const HttpHandler& handler_;
+  std::function<void()> on_close_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Exchange> exchange_;  // the open one
   std::deque<Queued> queue_;
   bool reading_ = false;
   bool writing_ = false;
+  bool finishing_ = false;  // Finish: close once the open answer is written
   bool closed_ = false;
 };
 
@@ -403,7 +416,13 @@ struct HttpServer::Impl {
   absl::Mutex mu;
   std::set<std::weak_ptr<Connection>, std::owner_less<std::weak_ptr<Connection>>> connections
       ABSL_GUARDED_BY(mu);
+  int open ABSL_GUARDED_BY(mu) = 0;  // connections not yet closed
   bool stopping ABSL_GUARDED_BY(mu) = false;
+
+  void Closed() {
+    absl::MutexLock lock(&mu);
+    --open;
+  }
 
   void Accept() {
     acceptor.async_accept(net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
@@ -412,10 +431,14 @@ struct HttpServer::Impl {
         Log(LogLevel::kWarning, absl::StrCat("HTTP accept failed: ", ec.message()));
       } else {
         socket.set_option(tcp::no_delay(true));
-        auto connection = std::make_shared<Connection>(std::move(socket), options, handler);
         {
           absl::MutexLock lock(&mu);
           if (stopping) return;
+          ++open;
+        }
+        auto connection = std::make_shared<Connection>(std::move(socket), options, handler, [this] { Closed(); });
+        {
+          absl::MutexLock lock(&mu);
           // Forget connections that have ended.
           for (auto it = connections.begin(); it != connections.end();) {
             it = it->expired() ? connections.erase(it) : std::next(it);
@@ -431,7 +454,7 @@ struct HttpServer::Impl {
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-HttpServer::~HttpServer() { Stop(); }
+HttpServer::~HttpServer() { Stop(absl::ZeroDuration()); }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options,
                                                               HttpHandler handler) {
@@ -464,28 +487,38 @@ int HttpServer::port() const { return impl_->port; }
 
 int HttpServer::open_connections() const {
   absl::MutexLock lock(&impl_->mu);
-  return static_cast<int>(std::count_if(impl_->connections.begin(), impl_->connections.end(),
-                                        [](const auto& c) { return !c.expired(); }));
+  return impl_->open;
 }
 
-void HttpServer::Stop() {
+void HttpServer::Stop(absl::Duration flush_timeout) {
   if (impl_ == nullptr || impl_->threads.empty()) return;
   Impl& impl = *impl_;
-  std::vector<std::shared_ptr<Connection>> open;
-  {
+  auto live = [&impl] {
+    std::vector<std::shared_ptr<Connection>> open;
     absl::MutexLock lock(&impl.mu);
     impl.stopping = true;
     for (const auto& weak : impl.connections) {
       if (auto c = weak.lock()) open.push_back(std::move(c));
     }
-    impl.connections.clear();
-  }
+    return open;
+  };
   net::post(impl.io, [&impl] {
     beast::error_code ignored;
     impl.acceptor.close(ignored);
   });
-  for (const auto& c : open) net::post(c->executor(), [c] { c->Close(); });
-  open.clear();
+  // Answers already made reach their clients, for up to `flush_timeout`; then whatever is
+  // left is dropped.
+  for (const auto& c : live()) net::post(c->executor(), [c] { c->Finish(); });
+  {
+    absl::MutexLock lock(&impl.mu);
+    auto none_open = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) { return impl.open == 0; };
+    impl.mu.AwaitWithTimeout(absl::Condition(&none_open), flush_timeout);
+  }
+  for (const auto& c : live()) net::post(c->executor(), [c] { c->Close(); });
+  {
+    absl::MutexLock lock(&impl.mu);
+    impl.connections.clear();
+  }
   // Everything left ends once the closes have run: the threads' work runs out.
   for (std::thread& t : impl.threads) t.join();
   impl.threads.clear();

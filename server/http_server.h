@@ -11,7 +11,7 @@
 //
 //   ASSIGN_OR_RETURN(auto http, HttpServer::Start({.host = "127.0.0.1", .port = 8000},
 //       [](std::shared_ptr<HttpExchange> x) { x->Reply(200, "text/plain", "hello\n"); }));
-//   http->port();  http->Stop();
+//   http->port();  http->Stop(absl::Seconds(5));
 #pragma once
 
 #include <cstddef>
@@ -83,9 +83,10 @@ class HttpServer {
 
   int port() const;
   int open_connections() const;
-  // Stops accepting, closes every connection (their exchanges' clients are "gone") and joins
-  // the I/O threads.
-  void Stop();
+  // Stops accepting and joins the I/O threads. Answers already queued are written out, for
+  // up to `flush_timeout` (clients that do not read could hold the exit forever); then every
+  // connection left is closed (the clients of exchanges still open are "gone").
+  void Stop(absl::Duration flush_timeout = absl::ZeroDuration());
 
  private:
   struct Impl;

@@ -168,6 +168,10 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerOptions& o,
 // connection open, so it is kept short.
 constexpr absl::Duration kShutdownGrace = absl::Milliseconds(500);
 
+// How long HTTP answers already made (a drained stream's last events, queued for a client
+// that reads slowly) may take to reach their clients at exit.
+constexpr absl::Duration kHttpFlushGrace = absl::Seconds(5);
+
 // After SIGTERM: no new requests, open streams run until done, until the drain timeout or
 // until a second signal, when whatever is left is aborted (each stream still gets its Final).
 void Drain(const ServerOptions& o, const SignalWatcher& signals, GenerationService& service,
@@ -288,8 +292,8 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
   Log(LogLevel::kInfo, absl::StrCat("got ", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
   Drain(options, signals, service, api, **serving);
   grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
-  if (http) http->Stop();
-  if (operator_http) operator_http->Stop();
+  if (http) http->Stop(kHttpFlushGrace);
+  if (operator_http) operator_http->Stop(kHttpFlushGrace);
   (*serving)->Stop();
   Log(LogLevel::kInfo, "stopped");
   return absl::OkStatus();

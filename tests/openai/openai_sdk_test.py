@@ -491,7 +491,9 @@ class NotServingTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = os.path.join(tmp, "model")
             make_model(model_dir)
-            server = Server(model_dir)
+            # Long streams (so they are still running when the 503 is asked for) on a busy
+            # 2-core machine: a drain timeout they cannot reach.
+            server = Server(model_dir, "--drain_timeout", "300s")
             client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
             streams = [client.completions.create(model=MODEL, prompt="Go", max_tokens=2000, stream=True,
                                                  extra_body={"ignore_eos": True}) for _ in range(8)]
@@ -507,7 +509,7 @@ class NotServingTest(unittest.TestCase):
                 rests = list(pool.map(list, streams))
             for first, rest in zip(firsts, rests):
                 self.assertEqual(rest[-1].choices[0].finish_reason, "length")
-            self.assertEqual(server.proc.wait(timeout=30), 0)
+            self.assertEqual(server.proc.wait(timeout=60), 0)
 
 
 if __name__ == "__main__":

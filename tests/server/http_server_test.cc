@@ -1,6 +1,7 @@
 // HttpServer on its own, with handlers written here: keep-alive, HEAD, answers from other
 // threads, chunked streams, the 413 for a large body, the client-gone callback, the bound on
-// a stream nobody reads, and Stop with connections open.
+// a stream nobody reads, and Stop with connections open: answers already made are written
+// out within its flush timeout, then the rest is closed.
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
@@ -9,9 +10,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -187,6 +190,60 @@ TEST(HttpServerTest, StopClosesOpenConnectionsAndTellsTheirExchanges) {
   server->Stop();
   EXPECT_TRUE(gone.HasBeenNotified());
   EXPECT_EQ(raw.ReadUntil("never"), "");  // closed without an answer
+}
+
+// A streamed answer, wholly queued and ended but not yet read by a slow client when the
+// server stops: Stop writes it out before closing.
+TEST(HttpServerTest, StopWritesOutAnswersAlreadyMadeToSlowReaders) {
+  absl::Notification ended;
+  std::thread writer;
+  const std::string event(64 << 10, 'x');
+  constexpr int kEvents = 64;  // 4 MiB, more than the socket buffers hold
+  auto server = Start(
+      [&](std::shared_ptr<HttpExchange> x) {
+        writer = std::thread([&, x] {
+          x->StartStream(200, "text/event-stream");
+          for (int i = 0; i < kEvents; ++i) EXPECT_TRUE(x->Send(event));
+          x->EndStream();
+          ended.Notify();
+        });
+      },
+      {.max_pending_bytes = 64 << 20});
+  RawClient raw(server->port(), /*receive_buffer=*/4096);
+  raw.Send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(ended.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  writer.join();
+  auto stopped = std::async(std::launch::async, [&] { server->Stop(absl::Seconds(30)); });
+  const std::string got = raw.ReadUntil("\r\n0\r\n\r\n");  // the last chunk
+  EXPECT_TRUE(absl::EndsWith(got, "\r\n0\r\n\r\n")) << "the answer was cut after " << got.size() << " bytes";
+  EXPECT_GT(got.size(), size_t{kEvents} * event.size());
+  stopped.wait();
+}
+
+// A client that never reads holds the exit only for the flush timeout.
+TEST(HttpServerTest, StopGivesUpOnAClientThatDoesNotReadAfterTheFlushTimeout) {
+  absl::Notification ended;
+  std::thread writer;
+  auto server = Start(
+      [&](std::shared_ptr<HttpExchange> x) {
+        writer = std::thread([&, x] {
+          x->StartStream(200, "text/event-stream");
+          for (int i = 0; i < 64; ++i) x->Send(std::string(64 << 10, 'x'));
+          x->EndStream();
+          ended.Notify();
+        });
+      },
+      {.max_pending_bytes = 64 << 20});
+  RawClient raw(server->port(), /*receive_buffer=*/4096);
+  raw.Send("GET /never-read HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(ended.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  writer.join();
+  const absl::Time start = absl::Now();
+  server->Stop(absl::Milliseconds(300));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(250));
+  EXPECT_LT(took, absl::Seconds(5));
+  EXPECT_EQ(server->open_connections(), 0);
 }
 
 }  // namespace
