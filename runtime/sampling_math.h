@@ -68,9 +68,13 @@ MOE_HOST_DEVICE inline float BitsFloat(uint32_t u) {
 }
 
 constexpr float kLowestExponent = -87.0f;  // e^-87 is about 1.6e-38, still a normal float
-// The polynomial of 2^f on [0, 1), degree 6, highest coefficient first.
-constexpr float kExp2Coefficients[] = {1.535336188e-4f, 1.339887440e-3f, 9.618437357e-3f, 5.550332471e-2f,
-                                       2.402264791e-1f, 6.931472028e-1f, 1.0f};
+// The polynomial of 2^f on [0, 1), degree 6: its coefficients, highest first (a function,
+// so that device code reads them too).
+MOE_HOST_DEVICE constexpr float Exp2Coefficient(int i) {
+  constexpr float kCoefficients[] = {1.535336188e-4f, 1.339887440e-3f, 9.618437357e-3f, 5.550332471e-2f,
+                                     2.402264791e-1f, 6.931472028e-1f, 1.0f};
+  return kCoefficients[i];
+}
 constexpr float kLog2E = 1.44269504f;
 
 // e^x for x <= 0 to about 2e-7 relative (x below -87, and NaN, give e^-87): 2^(x log2 e) as
@@ -82,8 +86,8 @@ MOE_HOST_DEVICE inline float ExpNonPositive(float x) {
   int32_t whole = static_cast<int32_t>(t);         // truncates toward 0 ...
   whole -= static_cast<float>(whole) > t ? 1 : 0;  // ... so one less where t is not whole: floor
   const float f = SubRn(t, static_cast<float>(whole));  // [0, 1)
-  float p = kExp2Coefficients[0];
-  for (int i = 1; i < 7; ++i) p = AddRn(MulRn(p, f), kExp2Coefficients[i]);
+  float p = Exp2Coefficient(0);
+  for (int i = 1; i < 7; ++i) p = AddRn(MulRn(p, f), Exp2Coefficient(i));
   return MulRn(p, BitsFloat(static_cast<uint32_t>(whole + 127) << 23));
 }
 

@@ -4,10 +4,13 @@
 // Decode: B sequences whose caches already hold --context tokens take one token each per
 // step; prints ms per step, tokens/s, and the step's roofline: bytes it must read (attention
 // and router weights, the experts expected to be touched under even routing, the LM head,
-// the KV cache) over the copy bandwidth measured in the same run. Prefill: one prompt of P
-// tokens in one step; prints tokens/s. Each step includes the logits' copy to the host.
+// the KV cache) over the copy bandwidth measured in the same run. Each decode batch runs
+// once per --sampling mode: `logits` (Forward, the logits copied to the host), `greedy` and
+// `top_p` (ForwardAndSample on the device at T 0.8, top-p 0.95, seeded; only the samples
+// come back). Prefill: one prompt of P tokens in one step, logits copied back; prints tokens/s.
 //
 //   bench-model [--config tests/data/configs/qwen3-30b-a3b.json] [--batches 1,8,32,128]
+//               [--sampling logits,greedy,top_p]
 #include <cmath>
 #include <iostream>
 #include <string>
@@ -17,6 +20,7 @@
 #include "absl/flags/parse.h"
 #include "runtime/command_line.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "moe/config.h"
@@ -31,6 +35,8 @@ ABSL_FLAG(std::vector<std::string>, batches, (std::vector<std::string>{"1", "8",
 ABSL_FLAG(std::vector<std::string>, prefill, (std::vector<std::string>{"2048", "8192"}), "prefill lengths");
 ABSL_FLAG(int, context, 1024, "tokens already cached per decoding sequence");
 ABSL_FLAG(int, steps, 20, "timed decode steps per batch");
+ABSL_FLAG(std::vector<std::string>, sampling, (std::vector<std::string>{"logits"}),
+          "decode modes: logits (copied back), greedy, top_p (sampled on the device)");
 ABSL_FLAG(bool, wgmma_prefill, false, "prefill experts on the wgmma path (CudaModelOptions::wgmma_prefill)");
 
 namespace moe::cuda {
@@ -114,20 +120,38 @@ absl::Status Run() {
             << absl::StrFormat("%s, %d layers: %.1f GB of bf16 weights made in %s\n", path, config.num_layers,
                                weight_gb, absl::FormatDuration(absl::Now() - load))
             << absl::StrFormat("copy bandwidth measured now: %.0f GB/s\n\n", ceilings.copy_gb_per_s)
-            << absl::StrFormat("decode, %d tokens cached per sequence\n%6s %10s %12s %12s %10s %14s\n", context,
-                               "batch", "ms/step", "tokens/s", "roofline ms", "%roofline", "graph replays");
+            << absl::StrFormat("decode, %d tokens cached per sequence\n%6s %8s %10s %12s %12s %10s %14s\n", context,
+                               "batch", "sampling", "ms/step", "tokens/s", "roofline ms", "%roofline", "graph replays");
   for (int batch : batches) {
     const StepBatch b = MakeBatch(batch, 1, context, config.vocab_size);
-    for (int i = 0; i < 2; ++i) RETURN_IF_ERROR(model->Forward(b, kv).status());
-    const int steps = absl::GetFlag(FLAGS_steps);
-    const int64_t replays_before = model->step_counts().graph_replays;
-    const absl::Time start = absl::Now();
-    for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(model->Forward(b, kv).status());
-    const double ms = absl::ToDoubleMilliseconds(absl::Now() - start) / steps;
-    const double roofline_ms = DecodeBytes(config, batch, context) / (ceilings.copy_gb_per_s * 1e6);
-    const int64_t replays = model->step_counts().graph_replays - replays_before;
-    std::cout << absl::StrFormat("%6d %10.2f %12.0f %12.2f %9.1f%% %8d of %-3d\n", batch, ms, batch * 1e3 / ms,
-                                 roofline_ms, 100.0 * roofline_ms / ms, replays, steps);
+    for (const std::string& mode : absl::GetFlag(FLAGS_sampling)) {
+      if (mode != "logits" && mode != "greedy" && mode != "top_p") {
+        return absl::InvalidArgumentError(absl::StrCat("--sampling takes logits, greedy or top_p, not '", mode, "'"));
+      }
+      SamplingBatch sampling;
+      for (int s = 0; s < batch; ++s) {
+        sampling.rows.push_back(mode == "greedy" ? RowSampling{}
+                                                 : RowSampling{.greedy = false,
+                                                               .inv_temperature = 1 / 0.8f,
+                                                               .top_p_fraction = static_cast<uint32_t>(
+                                                                   0.95 * RowSampling::kFullFraction),
+                                                               .seed = static_cast<uint64_t>(s)});
+      }
+      auto step = [&]() -> absl::Status {
+        if (mode == "logits") return model->Forward(b, kv).status();
+        return model->ForwardAndSample(b, kv, sampling).status();
+      };
+      for (int i = 0; i < 2; ++i) RETURN_IF_ERROR(step());
+      const int steps = absl::GetFlag(FLAGS_steps);
+      const int64_t replays_before = model->step_counts().graph_replays;
+      const absl::Time start = absl::Now();
+      for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(step());
+      const double ms = absl::ToDoubleMilliseconds(absl::Now() - start) / steps;
+      const double roofline_ms = DecodeBytes(config, batch, context) / (ceilings.copy_gb_per_s * 1e6);
+      const int64_t replays = model->step_counts().graph_replays - replays_before;
+      std::cout << absl::StrFormat("%6d %8s %10.2f %12.0f %12.2f %9.1f%% %8d of %-3d\n", batch, mode, ms,
+                                   batch * 1e3 / ms, roofline_ms, 100.0 * roofline_ms / ms, replays, steps);
+    }
   }
   std::cout << absl::StrFormat("decode graph: %d kernels in the graph captured last\n",
                                model->step_counts().last_graph_kernels);

@@ -256,7 +256,13 @@ absl::StatusOr<KvCache> CudaMoeModel::CreateKvCache(const KvCacheShape& shape) {
   return kv;
 }
 
-absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv) {
+template <typename T>
+absl::StatusOr<T> CudaMoeModel::AfterStep(absl::StatusOr<T> result) {
+  if (!result.ok()) cudaStreamSynchronize(step_->stream);
+  return result;
+}
+
+absl::StatusOr<DeviceKvCache*> CudaMoeModel::PrepareStep(const StepBatch& batch, KvCache& kv) {
   RETURN_IF_ERROR(UseDevice(device_));  // the engine's thread is not the one that loaded
   DeviceKvCache* cache = DeviceKvCache::FromKvCache(kv);
   Step& s = *step_;
@@ -274,13 +280,27 @@ absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv
                                             .num_blocks = kv_shape.num_blocks,
                                             .block_size = kv_shape.block_size,
                                             .max_context = config_.max_position_embeddings}));
+  return cache;
+}
+
+absl::StatusOr<Tensor> CudaMoeModel::Forward(const StepBatch& batch, KvCache& kv) {
+  ASSIGN_OR_RETURN(DeviceKvCache* cache, PrepareStep(batch, kv));
   if (batch.num_tokens() == 0) return Tensor::Empty(DType::kF32, {0, config_.vocab_size});
-  // Graphs need a step that stays on the GPU: no router observer, no host-read exchange.
-  absl::StatusOr<Tensor> logits = s.runner->Run(batch, *cache, *this, !router_observer_ && exchange_ == nullptr);
-  // A failed step may leave copies queued against the pinned staging areas the next step
-  // reuses: wait for them before returning.
-  if (!logits.ok()) cudaStreamSynchronize(s.stream);
-  return logits;
+  return AfterStep(step_->runner->Run(batch, *cache, *this, GraphsAllowed()));
+}
+
+absl::StatusOr<StepSamples> CudaMoeModel::ForwardAndSample(const StepBatch& batch, KvCache& kv,
+                                                           const SamplingBatch& sampling) {
+  RETURN_IF_ERROR(CheckSamplingRows(batch, sampling));
+  ASSIGN_OR_RETURN(DeviceKvCache* cache, PrepareStep(batch, kv));
+  // A row asking for more top logprobs than the device sampler returns: the host samples.
+  if (!step_->runner->CanSample(sampling)) return Model::ForwardAndSample(batch, kv, sampling);
+  if (batch.num_tokens() == 0) {
+    StepSamples none;
+    none.Resize(0, 0);
+    return none;
+  }
+  return AfterStep(step_->runner->RunAndSample(batch, *cache, *this, GraphsAllowed(), sampling));
 }
 
 absl::Status CudaMoeModel::EnqueueStep(const DeviceStepBatch& d, const DeviceKvCache& cache) {

@@ -5,9 +5,10 @@
 //   ASSIGN_OR_RETURN(auto model, CudaMoeModel::Load("/models/qwen3-30b-a3b", {}));
 //   ASSIGN_OR_RETURN(KvCache kv, model->CreateKvCache(shape));     // bf16 blocks on the GPU
 //   ASSIGN_OR_RETURN(Tensor logits, model->Forward(batch, kv));    // [S', V] f32 on the host
+//   ASSIGN_OR_RETURN(StepSamples s, model->ForwardAndSample(batch, kv, sampling));  // what the engine runs
 //
-// A step enqueues every kernel on one stream with no host synchronization until the logits
-// are copied back at its end. Decode steps replay as CUDA graphs (see CudaModelOptions):
+// A step enqueues every kernel on one stream with no host synchronization until the logits,
+// or only their samples, are copied back at its end. Decode steps replay as CUDA graphs (see CudaModelOptions):
 // the batch is padded with one-token sequences that write their K/V to the cache's scratch
 // block, and captured once per (padded batch, context bucket); RoutedTokensPerExpert
 // counts real tokens only.
@@ -66,6 +67,10 @@ class CudaMoeModel final : public Model, private StepProgram {
 
   absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) override;
   absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override;
+  // Samples on the GPU (runtime/cuda/device_sampler.h): only the samples come back. A step
+  // whose rows ask for more top logprobs than the device sampler returns samples on the host.
+  absl::StatusOr<StepSamples> ForwardAndSample(const StepBatch& batch, KvCache& kv,
+                                               const SamplingBatch& sampling) override;
   absl::Status ForwardIdle() override;
   // Under expert parallelism, summed over every rank's tokens.
   std::vector<int64_t> RoutedTokensPerExpert() const override;
@@ -83,6 +88,14 @@ class CudaMoeModel final : public Model, private StepProgram {
   struct Step;  // per-step buffers and the stream
   CudaMoeModel(MoeConfig config, DeviceWeights weights, CudaModelOptions options);
   absl::Status Init();
+  // The checks of a step before it runs; the device cache it uses.
+  absl::StatusOr<DeviceKvCache*> PrepareStep(const StepBatch& batch, KvCache& kv);
+  // Graphs need a step that stays on the GPU: no router observer, no host-read exchange.
+  bool GraphsAllowed() const { return !router_observer_ && exchange_ == nullptr; }
+  // A failed step may leave copies queued against the pinned staging areas the next step
+  // reuses: waits for them before handing the error on.
+  template <typename T>
+  absl::StatusOr<T> AfterStep(absl::StatusOr<T> result);
   // StepProgram, for the StepRunner. BeginStep tells the routed-token count how many of the
   // step's tokens are real (not graph padding); EnqueueStep runs the embedding to the head
   // of the first max_seqs logits rows, EnqueueHead later rows, into Step::logits.

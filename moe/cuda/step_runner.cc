@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/status_macros.h"
 
@@ -57,7 +58,13 @@ absl::Status StepProgram::WaitForStream(cudaStream_t stream) {
 }
 
 absl::Status StepRunner::PrepareFor(const KvCacheShape& shape) {
-  graphs_.Clear();  // they write the KV cache they were captured with
+  ClearGraphs();  // they write the KV cache they were captured with
+  if (!sampler_.has_value()) {
+    // S' <= T: a logits row is a token, and graph padding stays within max_tokens.
+    ASSIGN_OR_RETURN(DeviceSampler sampler, DeviceSampler::Create({.max_rows = options_.max_tokens,
+                                                                    .vocab_size = options_.vocab_size}));
+    sampler_.emplace(std::move(sampler));
+  }
   const int64_t bs = shape.block_size;
   const int64_t max_context = std::min<int64_t>(options_.max_position_embeddings, shape.num_blocks * bs);
   const int32_t blocks_per_seq = static_cast<int32_t>((max_context + bs - 1) / bs);
@@ -71,40 +78,71 @@ absl::Status StepRunner::PrepareFor(const KvCacheShape& shape) {
 
 absl::StatusOr<Tensor> StepRunner::Run(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program,
                                        bool graphs) {
+  Output out;
+  RETURN_IF_ERROR(Step(batch, cache, program, graphs, out));
+  return std::move(out.logits);
+}
+
+absl::StatusOr<StepSamples> StepRunner::RunAndSample(const StepBatch& batch, const DeviceKvCache& cache,
+                                                     StepProgram& program, bool graphs, const SamplingBatch& sampling) {
+  if (sampling.num_rows() != static_cast<int32_t>(batch.logits_rows.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("the step samples ", batch.logits_rows.size(),
+                                                   " logits rows but has sampling parameters for ",
+                                                   sampling.num_rows()));
+  }
+  Output out{.sampling = &sampling};
+  RETURN_IF_ERROR(Step(batch, cache, program, graphs, out));
+  return std::move(out.samples);
+}
+
+absl::Status StepRunner::Step(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program, bool graphs,
+                              Output& out) {
   if (!uploader_.has_value()) return absl::FailedPreconditionError("the step runner was not prepared for a KV cache");
   if (graphs && IsDecode(batch) && batch.num_seqs() <= options_.max_graph_batch && !graphs_failed_) {
-    return DecodeWithGraph(batch, cache, program);
+    return DecodeWithGraph(batch, cache, program, out);
   }
   ASSIGN_OR_RETURN(const DeviceStepBatch d, uploader_->Upload(batch, stream_));
+  if (out.sampling != nullptr) RETURN_IF_ERROR(sampler_->Upload(*out.sampling, d.num_logits_rows, stream_));
   RETURN_IF_ERROR(program.BeginStep(d.num_tokens));
   RETURN_IF_ERROR(program.EnqueueStep(d, cache));
   ++counts_.eager;
-  return Finish(d, d.num_logits_rows, program);
+  return Finish(d, d.num_logits_rows, /*unsampled=*/0, program, out);
 }
 
-absl::StatusOr<Tensor> StepRunner::Finish(const DeviceStepBatch& d, int32_t rows, StepProgram& program) {
+absl::Status StepRunner::Finish(const DeviceStepBatch& d, int32_t rows, int32_t unsampled, StepProgram& program,
+                                Output& out) {
   const int64_t V = options_.vocab_size, chunk = options_.max_seqs;
-  Tensor logits = Tensor::Empty(DType::kF32, {rows, V});  // [S', V]
+  if (out.sampling == nullptr) out.logits = Tensor::Empty(DType::kF32, {rows, V});  // [S', V]
   // EnqueueStep ran the head for the first `chunk` rows; later rows take it in turns.
   for (int32_t first = 0; first < rows; first += chunk) {
     const int32_t n = static_cast<int32_t>(std::min<int64_t>(chunk, rows - first));
     if (first > 0) RETURN_IF_ERROR(program.EnqueueHead(d, first, n));
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data<float>() + first * V, program.logits().raw(),
-                                         n * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    float* logits = program.logits().data<float>();
+    if (out.sampling == nullptr) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.logits.data<float>() + first * V, logits, n * V * sizeof(float),
+                                           cudaMemcpyDeviceToHost, stream_));
+    } else if (first + n > unsampled) {
+      const int32_t from = std::max(first, unsampled);
+      sampler_->Enqueue(logits + (from - first) * V, from, first + n - from, stream_);
+    }
   }
+  if (out.sampling != nullptr) RETURN_IF_ERROR(sampler_->EnqueueReadback(*out.sampling, stream_));
   RETURN_IF_ERROR(program.EnqueueReadback());
   RETURN_IF_ERROR(program.WaitForStream(stream_));
   program.EndStep();
-  return logits;
+  if (out.sampling != nullptr) sampler_->Read(*out.sampling, out.samples);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> StepRunner::DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache,
-                                                   StepProgram& program) {
+absl::Status StepRunner::DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program,
+                                         Output& out) {
   const int32_t largest = std::min({options_.max_graph_batch, options_.max_seqs, options_.max_tokens});
   const int32_t size = std::max(std::min(PowerOfTwoAtLeast(batch.num_seqs()), largest), batch.num_seqs());
   const StepBatch padded = PadDecodeBatch(batch, size, uploader_->capacity().max_blocks_per_seq,
                                           cache.scratch_block(), cache.shape().block_size);
   ASSIGN_OR_RETURN(DeviceStepBatch d, uploader_->Upload(padded, stream_));
+  // The padding rows are sampled too (greedy) and dropped: the graph samples `size` rows.
+  if (out.sampling != nullptr) RETURN_IF_ERROR(sampler_->Upload(*out.sampling, size, stream_));
   // The decode kernel's grid follows the longest context: bucket it by powers of two (at
   // least 512, at most what the cache holds) so a graph serves many steps. Only the grid
   // depends on it; each sequence still reads its own context length.
@@ -114,29 +152,34 @@ absl::StatusOr<Tensor> StepRunner::DecodeWithGraph(const StepBatch& batch, const
   RETURN_IF_ERROR(program.BeginStep(batch.num_tokens()));  // padding is not a real token
   const GraphCache::Key key{d.num_seqs, d.max_context_len};
   if (graphs_cache_ != &cache) {  // graphs write the cache they were captured with
-    graphs_.Clear();
+    ClearGraphs();
     graphs_cache_ = &cache;
   }
-  if (GraphCache::Exec* exec = graphs_.Find(key)) {
-    RETURN_IF_ERROR(graphs_.Launch(*exec, stream_));
+  GraphCache& graphs = out.sampling != nullptr ? sampling_graphs_ : graphs_;
+  if (GraphCache::Exec* exec = graphs.Find(key)) {
+    RETURN_IF_ERROR(graphs.Launch(*exec, stream_));
     ++counts_.graph_replays;
-    return Finish(d, batch.num_seqs(), program);
+    return Finish(d, batch.num_seqs(), /*unsampled=*/size, program, out);
   }
   // First step at this key: run it eagerly (which also warms cuBLAS up for these shapes),
   // then capture it for the next ones.
   RETURN_IF_ERROR(program.EnqueueStep(d, cache));
   ++counts_.eager;
-  ASSIGN_OR_RETURN(Tensor logits, Finish(d, batch.num_seqs(), program));
-  const absl::Status captured = graphs_.Capture(key, stream_, [&] { return program.EnqueueStep(d, cache); });
+  RETURN_IF_ERROR(Finish(d, batch.num_seqs(), /*unsampled=*/0, program, out));
+  const absl::Status captured = graphs.Capture(key, stream_, [&]() -> absl::Status {
+    RETURN_IF_ERROR(program.EnqueueStep(d, cache));
+    if (out.sampling != nullptr) sampler_->Enqueue(program.logits().data<float>(), 0, size, stream_);
+    return absl::OkStatus();
+  });
   if (captured.ok()) {
     ++counts_.graph_captures;
-    counts_.last_graph_kernels = graphs_.last_kernel_nodes();
+    counts_.last_graph_kernels = graphs.last_kernel_nodes();
   } else {
     graphs_failed_ = true;
     std::fprintf(stderr, "moe: CUDA graph capture failed, decode steps run without graphs: %s\n",
                  captured.ToString().c_str());
   }
-  return logits;
+  return absl::OkStatus();
 }
 
 }  // namespace moe::cuda

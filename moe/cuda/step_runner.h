@@ -4,11 +4,14 @@
 // and replays them as CUDA graphs, captured once per (padded batch, context bucket), and
 // copies the logits back, running the head again in turns of max_seqs rows when a step
 // wants more. The model is a StepProgram: the runner calls it to enqueue the step and the
-// head, and knows nothing of layers or experts.
+// head, and knows nothing of layers or experts. A step that samples runs the device sampler
+// (runtime/cuda/device_sampler.h) after the head, inside the decode graph, and copies back
+// only the samples.
 //
-//   ASSIGN_OR_RETURN(StepRunner runner, StepRunner::Create(options, stream));
-//   RETURN_IF_ERROR(runner.PrepareFor(kv_shape, max_context));   // with each new KV cache
-//   ASSIGN_OR_RETURN(Tensor logits, runner.Run(batch, cache, program));   // [S', V] f32
+//   StepRunner runner(options, stream);
+//   RETURN_IF_ERROR(runner.PrepareFor(kv_shape));                          // with each new KV cache
+//   ASSIGN_OR_RETURN(Tensor logits, runner.Run(batch, cache, program, graphs));   // [S', V] f32
+//   ASSIGN_OR_RETURN(StepSamples s, runner.RunAndSample(batch, cache, program, graphs, sampling));
 #pragma once
 
 #include <cstdint>
@@ -16,8 +19,10 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/cuda/device_kv_cache.h"
+#include "runtime/cuda/device_sampler.h"
 #include "runtime/cuda/device_step_batch.h"
 #include "runtime/cuda/graph_cache.h"
+#include "runtime/sampling.h"
 #include "runtime/step_batch.h"
 #include "runtime/tensor.h"
 
@@ -62,6 +67,11 @@ class StepRunner {
 
   // `graphs`: whether a decode step may replay as a graph (the model may forbid it).
   absl::StatusOr<Tensor> Run(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program, bool graphs);
+  // The same step with its logits sampled on the device, one row of `sampling` per logits
+  // row (it must fit the sampler: CanSample).
+  absl::StatusOr<StepSamples> RunAndSample(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program,
+                                           bool graphs, const SamplingBatch& sampling);
+  bool CanSample(const SamplingBatch& sampling) const { return sampler_.has_value() && sampler_->Fits(sampling); }
 
   // How the steps so far were launched (read it between steps). A decode step of a size
   // seen before is one graph launch between its upload and its logits copy.
@@ -72,17 +82,34 @@ class StepRunner {
     int64_t last_graph_kernels = 0;  // kernel nodes in the graph captured last
   };
   const Counts& counts() const { return counts_; }
-  void ClearGraphs() { graphs_.Clear(); }
+  void ClearGraphs() {
+    graphs_.Clear();
+    sampling_graphs_.Clear();
+  }
 
  private:
-  absl::StatusOr<Tensor> DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program);
-  // Copies the first `rows` logits rows back (the head again for rows past max_seqs) and waits.
-  absl::StatusOr<Tensor> Finish(const DeviceStepBatch& batch, int32_t rows, StepProgram& program);
+  // What a step hands back: its logits, or their samples when `sampling` is set.
+  struct Output {
+    const SamplingBatch* sampling = nullptr;
+    Tensor logits;
+    StepSamples samples;
+  };
+  absl::Status Step(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program, bool graphs,
+                    Output& out);
+  absl::Status DecodeWithGraph(const StepBatch& batch, const DeviceKvCache& cache, StepProgram& program,
+                               Output& out);
+  // Brings back what the step made of its first `rows` logits rows (the head again for rows
+  // past max_seqs) and waits: the logits, or their samples (sampling the rows from
+  // `unsampled` on; a graph samples its own).
+  absl::Status Finish(const DeviceStepBatch& batch, int32_t rows, int32_t unsampled, StepProgram& program,
+                      Output& out);
 
   StepRunnerOptions options_;
   cudaStream_t stream_;
   std::optional<StepBatchUploader> uploader_;
-  GraphCache graphs_;
+  std::optional<DeviceSampler> sampler_;
+  GraphCache graphs_;           // decode steps that return logits
+  GraphCache sampling_graphs_;  // decode steps that sample them
   const DeviceKvCache* graphs_cache_ = nullptr;  // the cache the graphs write
   bool graphs_failed_ = false;  // a capture failed once: decode runs eagerly from then on
   Counts counts_;

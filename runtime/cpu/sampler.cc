@@ -38,8 +38,8 @@ inline Floats ExpNonPositive(Floats x) {
   Ints whole = __builtin_convertvector(t, Ints);        // truncates toward 0 ...
   whole += __builtin_convertvector(whole, Floats) > t;  // ... so -1 where t is not whole: floor
   const Floats f = t - __builtin_convertvector(whole, Floats);
-  Floats p = Splat(sampling::kExp2Coefficients[0]);
-  for (int i = 1; i < 7; ++i) p = p * f + sampling::kExp2Coefficients[i];
+  Floats p = Splat(sampling::Exp2Coefficient(0));
+  for (int i = 1; i < 7; ++i) p = p * f + sampling::Exp2Coefficient(i);
   return p * std::bit_cast<Floats>((whole + 127) << 23);
 }
 

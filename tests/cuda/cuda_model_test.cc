@@ -24,6 +24,11 @@
 #include "tests/sequence_runner.h"
 #include "tests/test_util.h"
 #include "tools/random_model.h"
+#include "runtime/engine/engine.h"
+#include "tests/engine_test_util.h"
+#ifdef MOE_CUDA_EMU
+#include "tools/cuda_emu/emu_counters.h"
+#endif
 
 namespace moe {
 namespace {
@@ -334,6 +339,89 @@ TEST(CudaModel, DecodeStepsReplayAsOneGraph) {
   EXPECT_GE(counts.last_graph_kernels, 10 * (*gpu)->info().num_layers);
   std::cout << "decode graph: " << counts.last_graph_kernels << " kernels for "
             << (*gpu)->info().num_layers << " layers\n";
+}
+
+// The model's own logits, sampled on the host: Model's ForwardAndSample over Forward.
+class HostSampled final : public Model {
+ public:
+  explicit HostSampled(Model& model) : model_(model) {}
+  const ModelInfo& info() const override { return model_.info(); }
+  absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override { return model_.Forward(batch, kv); }
+  absl::StatusOr<KvCache> CreateKvCache(const KvCacheShape& shape) override { return model_.CreateKvCache(shape); }
+
+ private:
+  Model& model_;
+};
+
+// Runs `requests` to their end on an engine over `model`; each one's tokens and logprobs.
+std::vector<testing::RecordingSink::Choice> Generate(Model& model, const std::vector<Request>& requests) {
+  auto engine = Engine::Create(model, {.num_kv_blocks = 64, .block_size = 16});
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return {};
+  std::vector<std::shared_ptr<testing::RecordingSink>> sinks;
+  for (const Request& r : requests) {
+    sinks.push_back(std::make_shared<testing::RecordingSink>());
+    EXPECT_TRUE((*engine)->Submit(r, sinks.back()).ok());
+  }
+  EXPECT_TRUE((*engine)->RunUntilIdle().ok());
+  std::vector<testing::RecordingSink::Choice> out;
+  for (const auto& sink : sinks) out.push_back(sink->choice());
+  return out;
+}
+
+TEST(CudaModel, SampledDecodeStepsReplayAsOneGraphAndCopyBackOnlyTheSamples) {
+  MOE_REQUIRE_GPU();
+  auto gpu = cuda::CudaMoeModel::Load(testing::DataDir() + "/models/qwen3_moe", {.max_tokens = 64, .max_seqs = 8});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  // Top-p, top-k, penalties and logprobs, seeded: every part of the device sampler.
+  std::vector<Request> requests;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5}, {6, 7, 8, 9}};
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Request r{.id = "r" + std::to_string(i), .prompt = prompts[i]};
+    r.sampling = {.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .repetition_penalty = 1.1f,
+                  .presence_penalty = 0.2f, .seed = 7 + i, .logprobs = 2};
+    r.stopping = {.max_tokens = 12, .ignore_eos = true};
+    requests.push_back(std::move(r));
+  }
+  HostSampled host(**gpu);
+#ifdef MOE_CUDA_EMU
+  int64_t before = emu::DeviceToHostBytes();
+#endif
+  const auto expected = Generate(host, requests);
+#ifdef MOE_CUDA_EMU
+  const int64_t logits_bytes = emu::DeviceToHostBytes() - before;
+  before = emu::DeviceToHostBytes();
+#endif
+  const cuda::CudaMoeModel::StepCounts start = (*gpu)->step_counts();
+  const auto actual = Generate(**gpu, requests);
+  const cuda::CudaMoeModel::StepCounts end = (*gpu)->step_counts();
+  // The same tokens and logprobs from the same logits, sampled on the host or the device.
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(actual[i].tokens, expected[i].tokens) << requests[i].id;
+    ASSERT_EQ(actual[i].logprobs.size(), expected[i].logprobs.size()) << requests[i].id;
+    for (size_t t = 0; t < expected[i].logprobs.size(); ++t) {
+      EXPECT_NEAR(actual[i].logprobs[t].chosen.logprob, expected[i].logprobs[t].chosen.logprob, 1e-4);
+      ASSERT_EQ(actual[i].logprobs[t].top.size(), 2u);
+      for (int j = 0; j < 2; ++j) EXPECT_EQ(actual[i].logprobs[t].top[j].token, expected[i].logprobs[t].top[j].token);
+    }
+  }
+  // One prefill step, then 11 decode steps of three sequences: the first eager and
+  // captured with the sampler inside, every later one a single graph launch.
+  EXPECT_EQ(end.graph_captures - start.graph_captures, 1);
+  EXPECT_EQ(end.graph_replays - start.graph_replays, 10);
+  EXPECT_EQ(end.eager - start.eager, 2);
+#ifdef MOE_CUDA_EMU
+  // What came back: a few hundred bytes a row (token, logprob, top logprobs, routed counts),
+  // not the rows' logits.
+  const int64_t sampled_bytes = emu::DeviceToHostBytes() - before;
+  const int64_t steps = 12, rows = 3, vocab = (*gpu)->info().vocab_size;
+  std::cout << "device-to-host bytes per step: " << sampled_bytes / steps << " sampled on the device, "
+            << logits_bytes / steps << " with the logits (3 rows, vocabulary " << vocab << ")\n";
+  EXPECT_GE(logits_bytes, steps * rows * vocab * 4);
+  const int64_t routed_bytes = (*gpu)->config().num_experts * 8;
+  EXPECT_LE(sampled_bytes, steps * (routed_bytes + rows * (8 + 20 * 8) + 64));
+#endif
 }
 
 TEST(CudaModel, RejectsAHostKvCacheAndOversizedSteps) {

@@ -18,6 +18,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "runtime/dtype.h"
+#include "tools/cuda_emu/emu_counters.h"
 
 namespace emu {
 void Error(const char* fmt, ...);
@@ -161,6 +163,8 @@ std::function<std::function<void()>()> SnapshotSource(const void* src, size_t n,
   };
 }
 
+std::atomic<int64_t> g_device_to_host_bytes{0};
+
 cudaError_t MemcpyOp(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t stream, const char* name) {
   if (n == 0) return cudaSuccess;
   const Allocation* d = Find(dst, n);
@@ -190,7 +194,10 @@ cudaError_t MemcpyOp(void* dst, const void* src, size_t n, cudaMemcpyKind kind, 
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
     op.run = [dst, staged, n] { std::memcpy(dst, staged->data(), n); };
   } else {
-    op.run = [dst, src, n] { std::memmove(dst, src, n); };
+    op.run = [dst, src, n, to_host = src_device && !dst_device] {
+      std::memmove(dst, src, n);
+      if (to_host) g_device_to_host_bytes += static_cast<int64_t>(n);
+    };
     if (!src_device) op.issue = SnapshotSource(src, n, name);
   }
   if (!dst_device && Defer() && st.capture == nullptr) std::memset(dst, 0xFF, n);  // not there yet
@@ -205,6 +212,9 @@ struct Event {
 };
 
 }  // namespace
+
+int64_t DeviceToHostBytes() { return g_device_to_host_bytes.load(); }
+
 }  // namespace emu
 
 using namespace emu;

@@ -7,7 +7,7 @@
 #   tools/device/bundle.sh            # then carry .device-bundle to the GPU machine
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bins=(cuda_ops_test cuda_attention_test cuda_moe_kernels_test cuda_model_test
+bins=(cuda_ops_test cuda_attention_test cuda_moe_kernels_test cuda_model_test cuda_sampler_test
       nccl_communicator_test ep_cuda_model_test bench-moe-layer bench-model bench-ep moe-make-model
       moe-generate)
 cmake --build build --target "${bins[@]}"

@@ -8,7 +8,8 @@
 #     bench:    bench-moe-layer at Qwen3-30B-A3B and Mixtral shapes, every expert path
 #     model:    bench-model, the 48-layer Qwen3-30B-A3B (decode batches, prefill 2k and 8k),
 #               with the WMMA and then the wgmma prefill, and decode without programmatic
-#               dependent launch (MOE_PDL=0) to measure what it gives
+#               dependent launch (MOE_PDL=0) to measure what it gives; decode at batch 128
+#               with logits copied back, greedy and top-p sampled on the device
 #     sanitize: compute-sanitizer memcheck over the kernel tests, racecheck over the
 #               shared-memory kernels (slow: minutes)
 #     profile:  ncu's per-kernel summary of a 4-layer model's decode and prefill steps
@@ -44,7 +45,7 @@ cat "$out/gpu.txt"
 for step in "${steps[@]}"; do
   case $step in
     tests)
-      for t in cuda_ops_test cuda_attention_test cuda_moe_kernels_test cuda_model_test; do
+      for t in cuda_ops_test cuda_attention_test cuda_moe_kernels_test cuda_model_test cuda_sampler_test; do
         run "$t" "$bin/$t" --gtest_brief=1
       done
       MOE_PDL=0 run cuda_model_test-no-pdl "$bin/cuda_model_test" --gtest_brief=1
@@ -60,6 +61,7 @@ for step in "${steps[@]}"; do
       ;;
     model)
       run bench-model "$bin/bench-model"
+      run bench-model-sampling "$bin/bench-model" --batches 128 --prefill= --sampling logits,greedy,top_p
       run bench-model-wgmma "$bin/bench-model" --batches 1 --wgmma_prefill
       MOE_PDL=0 run bench-model-no-pdl "$bin/bench-model" --batches 1,8 --prefill 2048
       ;;
