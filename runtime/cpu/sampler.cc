@@ -246,7 +246,8 @@ int32_t RowSampler::Draw(absl::Span<const float> x, float max_logit, const RowSa
   }
   if (row.top_p_fraction < RowSampling::kFullFraction) {
     auto top_p = [&](uint64_t total) { return sampling::ScaleByFraction(total, row.top_p_fraction); };
-    const Threshold p = SelectThreshold(keys, threshold, WeightOfKey, top_p, boundary_);
+    auto weight = [](uint32_t key) { return WeightOfKey(key); };  // a lambda inlines; a function pointer would not
+    const Threshold p = SelectThreshold(keys, threshold, weight, top_p, boundary_);
     threshold = p.key;
     kept_weight = p.measure;
   } else {
