@@ -294,5 +294,27 @@ TEST(SamplerTest, DrawsOverAFineGridOfLogitGapsEqualThePlainAlgorithm) {
   }
 }
 
+// Top-p where the nucleus is mostly a long tail of tiny keys (below every cutoff the CPU
+// sampler first tries), and where it is a few large ones: both equal the plain algorithm.
+TEST(SamplerTest, TopPOverALongTailOrAFewLargeKeysEqualsThePlainAlgorithm) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> jitter(-0.5f, 0.5f);
+  for (const float tail : {-12.0f, -3.0f}) {
+    std::vector<float> logits(100000);
+    for (float& l : logits) l = tail + jitter(rng);
+    for (int t = 0; t < 100; t += 7) logits[t] = jitter(rng);
+    for (const float top_p : {0.99f, 0.9f, 0.5f, 0.1f}) {
+      for (uint64_t seed = 0; seed < 8; ++seed) {
+        SamplingParams params{.temperature = 1.0f, .top_p = top_p};
+        SamplingBatch batch;
+        AppendRow({.params = &params, .seed = seed}, batch);
+        cpu::RowSampler sampler;
+        EXPECT_EQ(sampler.Sample(logits, batch.rows[0], {}, {}).token, ReferenceDraw(logits, batch.rows[0]))
+            << "tail " << tail << " top_p " << top_p << " seed " << seed;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moe

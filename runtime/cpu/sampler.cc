@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <queue>
 
 #include "runtime/check.h"
@@ -48,13 +50,7 @@ int32_t FirstIndexOf(absl::Span<const float> x, float value) {
   const int64_t n = x.size(), vectors_end = n - n % kWidth;
   int64_t i = 0;
   for (; i < vectors_end; i += kWidth) {
-    // Any lane equal: OR the mask's halves down to one 64-bit word (a few vector ops).
-    const Ints equal = Load(x.data() + i) == value;
-    uint64_t words[kWidth / 2];
-    std::memcpy(words, &equal, sizeof(words));
-    uint64_t any = 0;
-    for (uint64_t w : words) any |= w;
-    if (any != 0) break;
+    if (vec::AnyLane(Load(x.data() + i) == value)) break;
   }
   while (x[i] != value) ++i;
   return static_cast<int32_t>(i);
@@ -73,14 +69,16 @@ void ComputeKeys(absl::Span<const float> x, float max_logit, float inv_temperatu
   for (int64_t i = vectors_end; i < n; ++i) keys[i] = sampling::KeyOf(x[i], max_logit, inv_temperature);
 }
 
-// The weight of the keys at or above `threshold`: sampling::WeightOfKey over 64-bit lanes.
-uint64_t WeightAtOrAbove(absl::Span<const uint32_t> keys, uint32_t threshold) {
+// The weight of the keys at or above each of `thresholds`, in one pass: sampling::WeightOfKey
+// over 64-bit lanes.
+template <size_t N>
+std::array<uint64_t, N> WeightsAtOrAbove(absl::Span<const uint32_t> keys, const std::array<uint32_t, N>& thresholds) {
   constexpr int64_t kLanes = 8;
   using Keys = uint32_t __attribute__((vector_size(4 * kLanes)));
   using Wide = uint64_t __attribute__((vector_size(8 * kLanes)));
   using Signed = int64_t __attribute__((vector_size(8 * kLanes)));
   const int64_t n = keys.size(), vectors_end = n - n % kLanes;
-  Wide sums{};
+  Wide sums[N] = {};
   for (int64_t i = 0; i < vectors_end; i += kLanes) {
     Keys k32;
     std::memcpy(&k32, keys.data() + i, sizeof(k32));
@@ -89,12 +87,38 @@ uint64_t WeightAtOrAbove(absl::Span<const uint32_t> keys, uint32_t threshold) {
     const Wide mantissa = (key & 0x7FFFFF) | 0x800000;
     const Signed right = -shift < 31 ? -shift : 31;
     const Wide weight = shift >= 0 ? mantissa << std::bit_cast<Wide>(shift & 63) : mantissa >> std::bit_cast<Wide>(right);
-    sums += key >= threshold ? weight : 0;
+    for (size_t j = 0; j < N; ++j) sums[j] += key >= thresholds[j] ? weight : 0;
   }
-  uint64_t sum = 0;
-  for (int k = 0; k < kLanes; ++k) sum += sums[k];
-  for (int64_t i = vectors_end; i < n; ++i) sum += keys[i] >= threshold ? WeightOfKey(keys[i]) : 0;
-  return sum;
+  std::array<uint64_t, N> out{};
+  for (size_t j = 0; j < N; ++j) {
+    for (int k = 0; k < kLanes; ++k) out[j] += sums[j][k];
+    for (int64_t i = vectors_end; i < n; ++i) out[j] += keys[i] >= thresholds[j] ? WeightOfKey(keys[i]) : 0;
+  }
+  return out;
+}
+
+uint64_t WeightAtOrAbove(absl::Span<const uint32_t> keys, uint32_t threshold) {
+  return WeightsAtOrAbove<1>(keys, {threshold})[0];
+}
+
+// The keys at or above `cutoff`, in order, into `out` (grown, never shrunk): vectors with
+// none are skipped, the others written branch-free (the nucleus may hold a third of a flat row).
+absl::Span<const uint32_t> CollectAtOrAbove(absl::Span<const uint32_t> keys, uint32_t cutoff,
+                                            std::vector<uint32_t>& out) {
+  if (out.size() < keys.size()) out.resize(keys.size());
+  const size_t n = keys.size(), vectors_end = n - n % kWidth;
+  size_t kept = 0;
+  auto keep = [&](uint32_t key) {
+    out[kept] = key;
+    kept += key >= cutoff;
+  };
+  size_t i = 0;
+  for (; i < vectors_end; i += kWidth) {
+    if (!vec::AnyLane(Load(keys.data() + i) >= cutoff)) continue;
+    for (size_t j = i; j < i + kWidth; ++j) keep(keys[j]);
+  }
+  for (; i < n; ++i) keep(keys[i]);
+  return absl::MakeConstSpan(out.data(), kept);
 }
 
 // Radix select over keys in [kSmallestKey, kKeyOfOne], as offsets from kSmallestKey (under
@@ -153,17 +177,84 @@ Threshold SelectThreshold(absl::Span<const uint32_t> keys, uint32_t floor_key, M
     auto in_bin = [&](uint32_t key) {
       return key >= floor_key && ((key - kSmallestKey) & high_mask) == prefix;
     };
-    const absl::Span<const uint32_t> from = level == 0 ? keys : absl::MakeConstSpan(boundary.data(), boundary_size);
     if (boundary.size() < keys.size()) boundary.resize(keys.size());
     size_t kept = 0;
-    for (uint32_t key : from) {  // branch-free: every key is written, the bin's are kept
+    auto keep = [&](uint32_t key) {  // branch-free: every key is written, the bin's are kept
       boundary[kept] = key;
       kept += in_bin(key);
+    };
+    if (level == 0) {
+      // Over the whole row, where the bin holds a few keys in a hundred: skip the vectors
+      // that hold none of them.
+      const size_t n = keys.size(), vectors_end = n - n % kWidth;
+      size_t i = 0;
+      for (; i < vectors_end; i += kWidth) {
+        const vec::Uints k = Load(keys.data() + i);
+        if (!vec::AnyLane((k >= floor_key) & (((k - kSmallestKey) & high_mask) == prefix))) continue;
+        for (int lane = 0; lane < kWidth; ++lane) keep(k[lane]);
+      }
+      for (; i < n; ++i) keep(keys[i]);
+    } else {
+      for (size_t i = 0; i < boundary_size; ++i) keep(boundary[i]);
     }
     boundary_size = kept;
   }
   CHECK(false);  // unreachable: the last level returns
   return {};
+}
+
+// The top-p threshold over the keys >= floor_key and the weight it keeps: SelectThreshold's.
+Threshold TopPThreshold(absl::Span<const uint32_t> keys, uint32_t floor_key, uint32_t fraction,
+                        std::vector<uint32_t>& candidates, std::vector<uint32_t>& boundary) {
+  auto weight = [](uint32_t key) { return WeightOfKey(key); };  // a lambda inlines; a function pointer would not
+  auto top_p = [fraction](uint64_t total) { return sampling::ScaleByFraction(total, fraction); };
+  // The nucleus of a real row holds most of its weight in a few of its largest keys: find the
+  // highest cutoff (p = 2^-2 ... 2^-14 of the most likely) whose keys already weigh the
+  // target, and select among those alone. The threshold is the same: it is at or above any
+  // key whose keys weigh the target.
+  constexpr std::array<uint32_t, 6> kCutoffs = {(127 - 2) << 23, (127 - 4) << 23, (127 - 6) << 23,
+                                                (127 - 8) << 23, (127 - 11) << 23, (127 - 14) << 23};
+  const std::array<uint64_t, 7> weights = WeightsAtOrAbove<7>(
+      keys, {floor_key, kCutoffs[0], kCutoffs[1], kCutoffs[2], kCutoffs[3], kCutoffs[4], kCutoffs[5]});
+  const uint64_t total = weights[0];
+  const uint64_t target = std::max<uint64_t>(top_p(total), 1);
+  if (target >= total) return {floor_key, total};
+  for (size_t j = 0; j < kCutoffs.size(); ++j) {
+    if (kCutoffs[j] <= floor_key || weights[j + 1] < target) continue;
+    const absl::Span<const uint32_t> above = CollectAtOrAbove(keys, kCutoffs[j], candidates);
+    return SelectThreshold(above, kCutoffs[j], weight, [target](uint64_t) { return target; }, boundary);
+  }
+  return SelectThreshold(keys, floor_key, weight, top_p, boundary);
+}
+
+// Top-k for a small k: the k-th largest key >= floor_key (repeats counted), or floor_key
+// when fewer than k are; the same kept set as SelectThreshold's. A min-heap of the k largest
+// so far, whose root the vectors with no larger key skip at once.
+constexpr int32_t kMaxHeapTopK = 256;
+uint32_t KthLargestKey(absl::Span<const uint32_t> keys, uint32_t floor_key, size_t k, std::vector<uint32_t>& heap) {
+  heap.clear();
+  const std::greater<uint32_t> min_heap;
+  auto offer = [&](uint32_t key) {
+    if (key < floor_key) return;
+    if (heap.size() < k) {
+      heap.push_back(key);
+      std::push_heap(heap.begin(), heap.end(), min_heap);
+    } else if (key > heap.front()) {
+      std::pop_heap(heap.begin(), heap.end(), min_heap);
+      heap.back() = key;
+      std::push_heap(heap.begin(), heap.end(), min_heap);
+    }
+  };
+  const size_t n = keys.size(), vectors_end = n - n % kWidth;
+  size_t i = 0;
+  for (; i < n && heap.size() < k; ++i) offer(keys[i]);
+  for (; i < vectors_end && i % kWidth != 0; ++i) offer(keys[i]);
+  for (; i < vectors_end; i += kWidth) {
+    if (!vec::AnyLane(Load(keys.data() + i) > heap.front())) continue;
+    for (size_t j = i; j < i + kWidth; ++j) offer(keys[j]);
+  }
+  for (; i < n; ++i) offer(keys[i]);
+  return heap.size() < k ? floor_key : heap.front();
 }
 
 // The n most likely raw tokens, by value then id; NaNs are skipped.
@@ -192,10 +283,7 @@ void TopTokens(absl::Span<const float> x, float log_z, absl::Span<TokenLogprob> 
   for (; t < V && heap.size() < n; ++t) offer(t);
   for (; t < vectors_end && t % kWidth != 0; ++t) offer(t);
   for (; t < vectors_end; t += kWidth) {
-    const Ints beats = Load(x.data() + t) > heap.front().logprob;
-    bool any = false;
-    for (int k = 0; k < kWidth; ++k) any |= beats[k] != 0;
-    if (any) {
+    if (vec::AnyLane(Load(x.data() + t) > heap.front().logprob)) {
       for (int k = 0; k < kWidth; ++k) offer(t + k);
     }
   }
@@ -239,15 +327,15 @@ int32_t RowSampler::Draw(absl::Span<const float> x, float max_logit, const RowSa
   const absl::Span<const uint32_t> keys(keys_);
   uint32_t threshold = std::max(row.min_key, kSmallestKey);
   uint64_t kept_weight = 0;  // of the keys >= threshold
-  if (row.top_k > 0) {
+  if (row.top_k > 0 && row.top_k <= kMaxHeapTopK) {
+    threshold = KthLargestKey(keys, threshold, row.top_k, boundary_);
+  } else if (row.top_k > 0) {
     auto count = [](uint32_t) { return uint64_t{1}; };
     auto k = [&](uint64_t) { return uint64_t(row.top_k); };
     threshold = SelectThreshold(keys, threshold, count, k, boundary_).key;  // the k-th largest key
   }
   if (row.top_p_fraction < RowSampling::kFullFraction) {
-    auto top_p = [&](uint64_t total) { return sampling::ScaleByFraction(total, row.top_p_fraction); };
-    auto weight = [](uint32_t key) { return WeightOfKey(key); };  // a lambda inlines; a function pointer would not
-    const Threshold p = SelectThreshold(keys, threshold, weight, top_p, boundary_);
+    const Threshold p = TopPThreshold(keys, threshold, row.top_p_fraction, candidates_, boundary_);
     threshold = p.key;
     kept_weight = p.measure;
   } else {

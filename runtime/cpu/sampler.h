@@ -31,7 +31,8 @@ class RowSampler {
 
   std::vector<float> processed_;  // [V] the logits after adjustments, when there are any
   std::vector<uint32_t> keys_;    // [V]
-  std::vector<uint32_t> boundary_;  // the keys the radix select still has to split
+  std::vector<uint32_t> boundary_;    // the keys the radix select still has to split
+  std::vector<uint32_t> candidates_;  // top-p: the keys above a cutoff that holds the nucleus
 };
 
 // Every row of `logits` [S', V] f32 with its parameters; rows are spread over the OpenMP
