@@ -2,6 +2,9 @@
 // deterministic parts: greedy, penalties, bias, masks, logprobs, Philox.
 #include "runtime/engine/sampler.h"
 
+#include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <map>
 #include <random>
@@ -10,8 +13,6 @@
 #include "runtime/cpu/log_sum_exp.h"
 #include "runtime/philox.h"
 #include "runtime/sampling_math.h"
-#include <algorithm>
-#include <array>
 
 namespace moe {
 namespace {
@@ -249,6 +250,18 @@ int32_t ReferenceDraw(const std::vector<float>& logits, const RowSampling& row) 
     if (running > r) return static_cast<int32_t>(t);
   }
   return -1;
+}
+
+// The CPU sampler computes a key's weight as the float it is, floor(p * 2^40), by a multiply
+// and a conversion: equal to WeightOfKey's shifts for every key there is.
+TEST(SamplerTest, AKeysWeightIsItsProbabilityTimesTwoToTheFortyTruncated) {
+  uint64_t mismatches = 0;
+  uint32_t first = 0;
+  for (uint32_t key = 0; key <= sampling::kKeyOfOne; ++key) {
+    const bool equal = static_cast<uint64_t>(std::bit_cast<float>(key) * 0x1p40f) == sampling::WeightOfKey(key);
+    if (!equal && mismatches++ == 0) first = key;
+  }
+  EXPECT_EQ(mismatches, 0u) << "first at key " << first;
 }
 
 TEST(SamplerTest, RowSamplerEqualsThePlainAlgorithmTokenForToken) {

@@ -1,5 +1,6 @@
 #include "runtime/cpu/sampler.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -24,7 +25,6 @@ namespace {
 
 using sampling::kKeyOfOne;
 using sampling::kSmallestKey;
-using sampling::WeightOfKey;
 
 using vec::Floats;
 using vec::Ints;
@@ -69,30 +69,32 @@ void ComputeKeys(absl::Span<const float> x, float max_logit, float inv_temperatu
   for (int64_t i = vectors_end; i < n; ++i) keys[i] = sampling::KeyOf(x[i], max_logit, inv_temperature);
 }
 
-// The weight of the keys at or above each of `thresholds`, in one pass: sampling::WeightOfKey
-// over 64-bit lanes.
+// sampling::WeightOfKey by the float a key is: the bits of p in [0, 1], whose weight is
+// floor(p * 2^40). The scaling is exact and the conversion truncates, so a multiply and a
+// conversion (one instruction each with AVX-512) give what the shifts give.
+inline uint64_t Weight(uint32_t key) { return static_cast<uint64_t>(std::bit_cast<float>(key) * 0x1p40f); }
+
+// The weight of the keys at or above each of `thresholds`, in one pass: Weight over 64-bit
+// lanes.
 template <size_t N>
 std::array<uint64_t, N> WeightsAtOrAbove(absl::Span<const uint32_t> keys, const std::array<uint32_t, N>& thresholds) {
   constexpr int64_t kLanes = 8;
   using Keys = uint32_t __attribute__((vector_size(4 * kLanes)));
   using Wide = uint64_t __attribute__((vector_size(8 * kLanes)));
-  using Signed = int64_t __attribute__((vector_size(8 * kLanes)));
+  using Probabilities = float __attribute__((vector_size(4 * kLanes)));
   const int64_t n = keys.size(), vectors_end = n - n % kLanes;
   Wide sums[N] = {};
   for (int64_t i = 0; i < vectors_end; i += kLanes) {
     Keys k32;
     std::memcpy(&k32, keys.data() + i, sizeof(k32));
+    const Wide weight = __builtin_convertvector(std::bit_cast<Probabilities>(k32) * 0x1p40f, Wide);
     const Wide key = __builtin_convertvector(k32, Wide);
-    const Signed shift = std::bit_cast<Signed>(key >> 23) - 110;
-    const Wide mantissa = (key & 0x7FFFFF) | 0x800000;
-    const Signed right = -shift < 31 ? -shift : 31;
-    const Wide weight = shift >= 0 ? mantissa << std::bit_cast<Wide>(shift & 63) : mantissa >> std::bit_cast<Wide>(right);
     for (size_t j = 0; j < N; ++j) sums[j] += key >= thresholds[j] ? weight : 0;
   }
   std::array<uint64_t, N> out{};
   for (size_t j = 0; j < N; ++j) {
     for (int k = 0; k < kLanes; ++k) out[j] += sums[j][k];
-    for (int64_t i = vectors_end; i < n; ++i) out[j] += keys[i] >= thresholds[j] ? WeightOfKey(keys[i]) : 0;
+    for (int64_t i = vectors_end; i < n; ++i) out[j] += keys[i] >= thresholds[j] ? Weight(keys[i]) : 0;
   }
   return out;
 }
@@ -105,7 +107,7 @@ uint64_t WeightAtOrAbove(absl::Span<const uint32_t> keys, uint32_t threshold) {
 // none are skipped, the others written branch-free (the nucleus may hold a third of a flat row).
 absl::Span<const uint32_t> CollectAtOrAbove(absl::Span<const uint32_t> keys, uint32_t cutoff,
                                             std::vector<uint32_t>& out) {
-  if (out.size() < keys.size()) out.resize(keys.size());
+  if (out.size() < keys.size() + kWidth) out.resize(keys.size() + kWidth);
   const size_t n = keys.size(), vectors_end = n - n % kWidth;
   size_t kept = 0;
   auto keep = [&](uint32_t key) {
@@ -113,10 +115,21 @@ absl::Span<const uint32_t> CollectAtOrAbove(absl::Span<const uint32_t> keys, uin
     kept += key >= cutoff;
   };
   size_t i = 0;
+#if defined(__AVX512F__)
+  // The kept lanes packed in a register and the whole register stored (a compressing store
+  // to memory is microcoded on AMD), the next store starting where the kept ones end.
+  for (; i < vectors_end; i += kWidth) {
+    const __m512i k = _mm512_loadu_si512(keys.data() + i);
+    const __mmask16 keep_lanes = _mm512_cmpge_epu32_mask(k, _mm512_set1_epi32(static_cast<int>(cutoff)));
+    _mm512_storeu_si512(out.data() + kept, _mm512_maskz_compress_epi32(keep_lanes, k));
+    kept += std::popcount(keep_lanes);
+  }
+#else
   for (; i < vectors_end; i += kWidth) {
     if (!vec::AnyLane(Load(keys.data() + i) >= cutoff)) continue;
     for (size_t j = i; j < i + kWidth; ++j) keep(keys[j]);
   }
+#endif
   for (; i < n; ++i) keep(keys[i]);
   return absl::MakeConstSpan(out.data(), kept);
 }
@@ -206,7 +219,7 @@ Threshold SelectThreshold(absl::Span<const uint32_t> keys, uint32_t floor_key, M
 // The top-p threshold over the keys >= floor_key and the weight it keeps: SelectThreshold's.
 Threshold TopPThreshold(absl::Span<const uint32_t> keys, uint32_t floor_key, uint32_t fraction,
                         std::vector<uint32_t>& candidates, std::vector<uint32_t>& boundary) {
-  auto weight = [](uint32_t key) { return WeightOfKey(key); };  // a lambda inlines; a function pointer would not
+  auto weight = [](uint32_t key) { return Weight(key); };  // a lambda inlines; a function pointer would not
   auto top_p = [fraction](uint64_t total) { return sampling::ScaleByFraction(total, fraction); };
   // The nucleus of a real row holds most of its weight in a few of its largest keys: find the
   // highest cutoff (p = 2^-2 ... 2^-14 of the most likely) whose keys already weigh the
@@ -353,7 +366,7 @@ int32_t RowSampler::Draw(absl::Span<const float> x, float max_logit, const RowSa
       continue;
     }
     for (int64_t t = start; t < end; ++t) {
-      running += keys[t] >= threshold ? WeightOfKey(keys[t]) : 0;
+      running += keys[t] >= threshold ? Weight(keys[t]) : 0;
       if (running > r) return static_cast<int32_t>(t);
     }
   }
