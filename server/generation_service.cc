@@ -38,7 +38,18 @@ const char* StateName(v1::ServerInfo::State state) {
 }  // namespace
 
 GenerationService::GenerationService(const ServerOptions& options, Metrics& metrics)
-    : options_(options), metrics_(metrics) {}
+    : options_(options), api_key_(options.api_key), metrics_(metrics) {}
+
+absl::Status GenerationService::Authenticate(const grpc::CallbackServerContext& context) const {
+  if (!api_key_.required()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  const std::string_view authorization = it == metadata.end() ? std::string_view()
+                                                               : std::string_view(it->second.data(), it->second.size());
+  if (api_key_.Accepts(authorization)) return absl::OkStatus();
+  return absl::UnauthenticatedError(absl::StrCat(
+      it == metadata.end() ? "no" : "a wrong", " API key: send metadata \"authorization: Bearer <key>\""));
+}
 
 void GenerationService::SetHealth(grpc::HealthCheckServiceInterface* health) {
   absl::MutexLock lock(&mu_);
@@ -135,6 +146,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   // (the client's request id, the request with the engine's id)
   auto built = [&]() -> absl::StatusOr<std::pair<std::string, BuiltRequest>> {
+    RETURN_IF_ERROR(Authenticate(*context));
     if (state() != v1::ServerInfo::STATE_SERVING) {
       return absl::UnavailableError(
           absl::StrCat("the server is ", StateName(state()), " and takes no new requests"));
@@ -172,6 +184,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
 grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* context,
                                                    const v1::AbortRequest* request,
                                                    v1::AbortResponse* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return Reply(context, s);
   absl::StatusOr<ServingModel*> serving = Serving();
   if (!serving.ok()) return Reply(context, serving.status());
   {
@@ -194,6 +207,7 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return Reply(context, s);
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(ServingModel * serving, Serving());
     std::vector<int32_t> ids;
@@ -229,6 +243,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerContext* context,
                                                         const v1::DetokenizeRequest* request,
                                                         v1::DetokenizeResponse* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return Reply(context, s);
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(ServingModel * serving, Serving());
     if (serving->tokenizer() == nullptr) {
@@ -251,6 +266,7 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
                                                           const v1::GetModelInfoRequest* request,
                                                           v1::ModelInfo* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return Reply(context, s);
   absl::StatusOr<ServingModel*> serving = Serving();
   if (!serving.ok()) return Reply(context, serving.status());
   const MoeConfig& config = (*serving)->config();
@@ -274,6 +290,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* GenerationService::GetServerInfo(grpc::CallbackServerContext* context,
                                                            const v1::GetServerInfoRequest* request,
                                                            v1::ServerInfo* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return Reply(context, s);
   const EngineOptions& engine = options_.model.engine;
   response->set_version(kServerVersion);
   response->set_state(state());
@@ -292,6 +309,7 @@ grpc::ServerUnaryReactor* GenerationService::GetServerInfo(grpc::CallbackServerC
 grpc::ServerUnaryReactor* GenerationService::GetLoad(grpc::CallbackServerContext* context,
                                                      const v1::GetLoadRequest* request,
                                                      v1::Load* response) {
+  if (absl::Status s = Authenticate(*context); !s.ok()) return Reply(context, s);
   absl::StatusOr<ServingModel*> serving = Serving();
   if (!serving.ok()) return Reply(context, serving.status());
   const EngineStats stats = (*serving)->engine().GetStats();

@@ -1,6 +1,9 @@
 // GenerationService: moe.v1.Generation on gRPC's callback API. Handlers only validate and
 // enqueue; the engine thread does the work and GenerateCall streams it back.
 //
+// With an API key (ServerOptions::api_key, the same as HTTP's), every call needs the
+// metadata `authorization: Bearer <key>`, else UNAUTHENTICATED; grpc.health.v1 stays open.
+//
 // The service moves through LOADING (every call but GetServerInfo gets UNAVAILABLE), SERVING
 // and DRAINING (new Generate calls get UNAVAILABLE, open streams run to their end), and keeps
 // grpc.health.v1 in step: NOT_SERVING except while SERVING.
@@ -22,6 +25,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "moe/v1/generation.grpc.pb.h"
+#include "server/api_key.h"
 #include "server/metrics.h"
 #include "server/server_options.h"
 #include "server/serving_model.h"
@@ -64,6 +68,8 @@ class GenerationService final : public v1::Generation::CallbackService {
                                     const v1::GetLoadRequest* request, v1::Load* response) override;
 
  private:
+  // OK, or UNAUTHENTICATED unless the call's `authorization` metadata carries the API key.
+  absl::Status Authenticate(const grpc::CallbackServerContext& context) const;
   // The serving model, or UNAVAILABLE naming the state.
   absl::StatusOr<ServingModel*> Serving() const;
   // Registers a stream under the client's `id` (made when empty): ALREADY_EXISTS if an
@@ -77,6 +83,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   void PublishHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ServerOptions options_;
+  const ApiKey api_key_;
   Metrics& metrics_;
   const absl::Time start_time_ = absl::Now();
 

@@ -9,15 +9,18 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "runtime/status_macros.h"
 #include "server/log.h"
 
 namespace moe::server {
@@ -49,7 +52,20 @@ std::string Serialize(const http::response<Body>& response) {
   return std::move(out).str();
 }
 
-class Connection;
+// One client's connection, plain or TLS (StreamConnection below); what an Exchange and the
+// server ask of it. Everything but executor() runs on its strand.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  virtual ~Connection() = default;
+  virtual net::any_io_executor executor() = 0;
+  virtual void Start() = 0;
+  // The server is stopping. The answer being written is finished, then the connection closes
+  // instead of reading another request; an idle one closes now.
+  virtual void Finish() = 0;
+  // Queues output of `exchange`; `last` ends its answer.
+  virtual void Write(const std::shared_ptr<class Exchange>& exchange, Output output, bool last) = 0;
+  virtual void Close() = 0;
+};
 
 class Exchange final : public HttpExchange, public std::enable_shared_from_this<Exchange> {
  public:
@@ -112,43 +128,67 @@ class Exchange final : public HttpExchange, public std::enable_shared_from_this<
   std::function<void()> on_gone_ ABSL_GUARDED_BY(mu_);
 };
 
-class Connection final : public std::enable_shared_from_this<Connection> {
+// A Connection over `Stream`: beast::tcp_stream, or beast::ssl_stream over one (TLS: the
+// handshake comes first, under the idle timeout).
+template <class Stream>
+class StreamConnection final : public Connection {
  public:
-  // `on_close` runs once, when the connection closes.
-  Connection(tcp::socket socket, const HttpServerOptions& options, const HttpHandler& handler,
-             std::function<void()> on_close)
-      : stream_(std::move(socket)), options_(options), handler_(handler), on_close_(std::move(on_close)) {}
-  ~Connection() { Close(); }
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
-  net::any_io_executor executor() { return stream_.get_executor(); }
-  void Start() { ReadRequest(); }
+  // `on_close` runs once, when the connection closes; `stream_args` make the stream.
+  template <class... StreamArgs>
+  StreamConnection(const HttpServerOptions& options, const HttpHandler& handler, std::function<void()> on_close,
+                   StreamArgs&&... stream_args)
+      : stream_(std::forward<StreamArgs>(stream_args)...),
+        options_(options),
+        handler_(handler),
+        on_close_(std::move(on_close)) {}
+  ~StreamConnection() override { Close(); }
 
-  // Strand only: the server is stopping. The answer being written is finished, then the
-  // connection closes instead of reading another request; an idle one closes now.
-  void Finish() {
+  net::any_io_executor executor() override { return stream_.get_executor(); }
+
+  void Start() override {
+    if constexpr (kTls) {
+      tcp().expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.idle_timeout)));
+      stream_.async_handshake(net::ssl::stream_base::server, [self = Self()](beast::error_code ec) {
+        if (ec) {  // not TLS, or a certificate refused: nothing to answer in
+          Log(LogLevel::kDebug, absl::StrCat("HTTP TLS handshake failed: ", ec.message()));
+          self->Close();
+          return;
+        }
+        self->ReadRequest();
+      });
+    } else {
+      ReadRequest();
+    }
+  }
+
+  void Finish() override {
     finishing_ = true;
     if (exchange_ == nullptr && queue_.empty()) Close();
   }
 
-  // Strand only: queues output of `exchange`; `last` ends its answer.
-  void Write(const std::shared_ptr<Exchange>& exchange, Output output, bool last) {
+  void Write(const std::shared_ptr<Exchange>& exchange, Output output, bool last) override {
     if (closed_ || exchange != exchange_) return;
     queue_.push_back({exchange, std::move(output), last});
     if (!writing_) WriteNext();
   }
 
-  void Close() {
+  void Close() override {
     if (closed_) return;
     closed_ = true;
     if (exchange_ != nullptr) std::exchange(exchange_, nullptr)->ClientGone();
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp().close();
     queue_.clear();
     if (on_close_) std::exchange(on_close_, nullptr)();
   }
 
  private:
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+  std::shared_ptr<StreamConnection> Self() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
+
   struct Queued {
     std::shared_ptr<Exchange> exchange;
     Output output;
@@ -159,10 +199,10 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     parser_.emplace();
     parser_->body_limit(options_.max_body_bytes);
     parser_->header_limit(kMaxHeaderBytes);
-    stream_.expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.idle_timeout)));
+    tcp().expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.idle_timeout)));
     reading_ = true;
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
+                     [self = Self()](beast::error_code ec, size_t) { self->OnRequest(ec); });
   }
 
   void OnRequest(beast::error_code ec) {
@@ -182,7 +222,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       Close();
       return;
     }
-    stream_.expires_never();
+    tcp().expires_never();
     http::request<http::string_body> message = parser_->release();
     HttpRequest request;
     request.method = std::string(message.method_string());
@@ -204,7 +244,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void Watch() {
     if (reading_ || closed_ || exchange_ == nullptr || buffer_.size() >= kMaxReadAhead) return;
     reading_ = true;
-    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+    stream_.async_read_some(buffer_.prepare(4096), [self = Self()](beast::error_code ec, size_t n) {
       self->reading_ = false;
       if (self->closed_) return;
       if (ec) {
@@ -235,7 +275,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       queue_.erase(queue_.begin() + 1);
     }
     Queued& next = queue_.front();
-    auto done = [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWritten(ec); };
+    auto done = [self = Self()](beast::error_code ec, size_t) { self->OnWritten(ec); };
     const Output& out = next.output;
     switch (out.kind) {
       case Output::Kind::kRaw:
@@ -279,7 +319,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
                                    R"(", "type": "invalid_request_error", "param": null, "code": null}})");
     response.prepare_payload();
     auto data = std::make_shared<std::string>(Serialize(response));
-    net::async_write(stream_, net::buffer(*data), [self = shared_from_this(), data](beast::error_code ec, size_t) {
+    net::async_write(stream_, net::buffer(*data), [self = Self(), data](beast::error_code ec, size_t) {
       if (ec) {
         self->Close();
         return;
@@ -287,8 +327,8 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       // A client still sending its body reads the answer only once it is done: discard what
       // it sends for a while, so it does not meet a reset instead.
       beast::error_code ignored;
-      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-      self->stream_.expires_after(std::chrono::seconds(5));
+      self->tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      self->tcp().expires_after(std::chrono::seconds(5));
       self->Discard(0);
     });
   }
@@ -300,7 +340,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       return;
     }
     buffer_.clear();
-    stream_.async_read_some(buffer_.prepare(64 << 10), [self = shared_from_this(), discarded](beast::error_code ec, size_t n) {
+    stream_.async_read_some(buffer_.prepare(64 << 10), [self = Self(), discarded](beast::error_code ec, size_t n) {
       if (ec) {
         self->Close();
         return;
@@ -309,7 +349,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     });
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   const HttpServerOptions& options_;
   const HttpHandler& handler_;
   std::function<void()> on_close_;
@@ -396,7 +436,31 @@ void Exchange::Close() {
   net::post(connection_->executor(), [connection = connection_] { connection->Close(); });
 }
 
+// The server's side of TLS 1.2 and 1.3 with `tls`'s certificate, and, with a client CA, a
+// certificate from each client that it signed.
+absl::StatusOr<net::ssl::context> TlsContext(const TlsOptions& tls) {
+  net::ssl::context context(net::ssl::context::tls_server);
+  context.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                      net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
+  beast::error_code ec;
+  auto failed = [&ec](const char* what) {
+    return absl::InvalidArgumentError(absl::StrCat("TLS: bad ", what, ": ", ec.message()));
+  };
+  if (context.use_certificate_chain(net::buffer(tls.certificate_chain), ec)) return failed("certificate chain");
+  if (context.use_private_key(net::buffer(tls.private_key), net::ssl::context::pem, ec)) return failed("private key");
+  if (SSL_CTX_check_private_key(context.native_handle()) != 1) {
+    return absl::InvalidArgumentError("TLS: the private key is not the certificate's");
+  }
+  if (!tls.client_ca.empty()) {
+    if (context.add_certificate_authority(net::buffer(tls.client_ca), ec)) return failed("client CA");
+    context.set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+  }
+  return context;
+}
+
 }  // namespace
+
+absl::Status CheckTls(const TlsOptions& tls) { return TlsContext(tls).status(); }
 
 std::string_view HttpRequest::Header(std::string_view name) const {
   for (const auto& [n, value] : headers) {
@@ -409,6 +473,7 @@ struct HttpServer::Impl {
   HttpServerOptions options;
   HttpHandler handler;
   net::io_context io{1};
+  std::optional<net::ssl::context> tls;  // with TlsOptions enabled
   tcp::acceptor acceptor{io};
   std::vector<std::thread> threads;
   int port = 0;
@@ -436,7 +501,14 @@ struct HttpServer::Impl {
           if (stopping) return;
           ++open;
         }
-        auto connection = std::make_shared<Connection>(std::move(socket), options, handler, [this] { Closed(); });
+        std::shared_ptr<Connection> connection;
+        if (tls) {
+          connection = std::make_shared<StreamConnection<beast::ssl_stream<beast::tcp_stream>>>(
+              options, handler, [this] { Closed(); }, std::move(socket), *tls);
+        } else {
+          connection = std::make_shared<StreamConnection<beast::tcp_stream>>(options, handler, [this] { Closed(); },
+                                                                             std::move(socket));
+        }
         {
           absl::MutexLock lock(&mu);
           // Forget connections that have ended.
@@ -463,6 +535,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
   impl->handler = std::move(handler);
   const HttpServerOptions& o = impl->options;
   if (o.io_threads < 1) return absl::InvalidArgumentError("the HTTP server needs at least one I/O thread");
+  if (o.tls.enabled()) {
+    ASSIGN_OR_RETURN(impl->tls, TlsContext(o.tls));
+  }
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(o.host, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("bad HTTP host \"", o.host, "\": ", ec.message()));

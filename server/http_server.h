@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/tls_options.h"
 
 namespace moe::server {
 
@@ -71,8 +72,13 @@ struct HttpServerOptions {
   int io_threads = 2;    // serve every connection
   size_t max_body_bytes = 4 << 20;          // larger bodies get 413
   size_t max_pending_bytes = 16 << 20;      // unsent stream bytes before Send refuses
-  absl::Duration idle_timeout = absl::Seconds(60);  // for the next request's bytes
+  absl::Duration idle_timeout = absl::Seconds(60);  // for the next request's bytes (and a TLS handshake)
+  TlsOptions tls;  // enabled: HTTPS only (a plaintext client's connection is dropped)
 };
+
+// OK if `tls`'s certificate chain, key and client CA parse and the key is the certificate's;
+// else INVALID_ARGUMENT naming the part.
+absl::Status CheckTls(const TlsOptions& tls);
 
 class HttpServer {
  public:

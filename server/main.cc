@@ -28,6 +28,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "runtime/status_macros.h"
+#include "runtime/text/tokenizer_config.h"
 #include "server/generation_service.h"
 #include "server/http_server.h"
 #include "server/log.h"
@@ -50,6 +51,11 @@ ABSL_FLAG(std::string, served_model_name, "",
           "the model's name in the OpenAI API (default: the model directory's base name)");
 ABSL_FLAG(std::string, api_key, "",
           "if set (or MOE_API_KEY), /v1 needs Authorization: Bearer <key>; /health and /metrics stay open");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: gRPC and HTTP serve TLS only (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: every client must present a certificate one of them signed (mutual TLS)");
 ABSL_FLAG(std::string, backend, "auto", "auto (the GPU when there is one), cpu or cuda");
 ABSL_FLAG(std::string, cpu_gemm_inputs, "bf16",
           "CPU backend: what bf16 weights multiply, bf16 (activations rounded, as PyTorch and llama.cpp run bf16 models) or f32 (the reference)");
@@ -86,6 +92,32 @@ absl::StatusOr<int64_t> ParseBytes(const std::string& text, const char* flag) {
       absl::StrCat(flag, " must be a positive size such as 512MiB, got \"", text, "\""));
 }
 
+// The --tls_* files' contents; none given: TLS off.
+absl::StatusOr<TlsOptions> TlsFromFlags() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() != key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  if (cert.empty() && !client_ca.empty()) return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert");
+  auto read = [](const char* flag, const std::string& path) -> absl::StatusOr<std::string> {
+    if (path.empty()) return std::string();
+    absl::StatusOr<std::string> pem = text::ReadTextFile(path);
+    if (!pem.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", pem.status().message()));
+    if (!absl::StrContains(*pem, "-----BEGIN ")) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " holds no PEM block"));
+    }
+    return pem;
+  };
+  TlsOptions tls;
+  ASSIGN_OR_RETURN(tls.certificate_chain, read("--tls_cert", cert));
+  ASSIGN_OR_RETURN(tls.private_key, read("--tls_key", key));
+  ASSIGN_OR_RETURN(tls.client_ca, read("--tls_client_ca", client_ca));
+  if (!tls.enabled()) return tls;
+  if (absl::Status checked = CheckTls(tls); !checked.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls_cert, --tls_key, --tls_client_ca: ", checked.message()));
+  }
+  return tls;
+}
+
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions o;
   o.model.model_dir = absl::GetFlag(FLAGS_model);
@@ -118,6 +150,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   }
   o.api_key = absl::GetFlag(FLAGS_api_key);
   if (const char* env = std::getenv("MOE_API_KEY"); o.api_key.empty() && env != nullptr) o.api_key = env;
+  ASSIGN_OR_RETURN(o.tls, TlsFromFlags());
   EngineOptions& e = o.model.engine;
   e.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
   e.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_seqs);
@@ -141,8 +174,16 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerOptions& o,
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(o.host, ":", o.port), grpc::InsecureServerCredentials(),
-                           port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (o.tls.enabled()) {
+    grpc::SslServerCredentialsOptions ssl(o.tls.client_ca.empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = o.tls.client_ca;
+    ssl.pem_key_cert_pairs.push_back({.private_key = o.tls.private_key, .cert_chain = o.tls.certificate_chain});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(absl::StrCat(o.host, ":", o.port), credentials, port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.SetMaxSendMessageSize(o.max_message_bytes);
@@ -157,7 +198,8 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerOptions& o,
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", o.host, ":", o.port));
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", o.host, ":", o.port,
+                                               o.tls.enabled() ? " (or --tls_cert and --tls_key are not a pair)" : ""));
   }
   service.SetHealth(server->GetHealthCheckService());
   return server;
@@ -213,8 +255,18 @@ absl::Status RunMember(dist::Communicator& comm) {
   return absl::OkStatus();
 }
 
+// Whether `host` names this machine alone: a client elsewhere cannot reach it.
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || absl::StartsWith(host, "127.");
+}
+
 absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
   ASSIGN_OR_RETURN(ServerOptions options, OptionsFromFlags());
+  if (!IsLoopback(options.host) && options.api_key.empty()) {
+    Log(LogLevel::kWarning, absl::StrCat("listening on ", options.host,
+                                         " without an API key: anyone who reaches this machine can use it "
+                                         "(--api_key or MOE_API_KEY)"));
+  }
   options.model.comm = &comm;
   Metrics metrics;
   GenerationService service(options, metrics);
@@ -233,7 +285,8 @@ absl::Status Run(SignalWatcher& signals, dist::Communicator& comm) {
                               .port = http_port,
                               .io_threads = options.http_threads,
                               .max_body_bytes = static_cast<size_t>(options.max_message_bytes),
-                              .max_pending_bytes = static_cast<size_t>(options.max_stream_buffer_bytes)},
+                              .max_pending_bytes = static_cast<size_t>(options.max_stream_buffer_bytes),
+                              .tls = options.tls},
                              std::move(handler));
   };
   ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http,

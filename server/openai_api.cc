@@ -20,18 +20,6 @@ void ReplyError(HttpExchange& exchange, const ApiError& error, HttpHeaders heade
   exchange.Reply(error.status, "application/json", ErrorJson(error), std::move(headers));
 }
 
-// Compares in time that depends only on the lengths, so the key cannot be guessed byte by byte.
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? a[i] : 0;
-    const unsigned char y = i < b.size() ? b[i] : 0;
-    diff |= x ^ y;
-  }
-  return diff == 0;
-}
-
 std::string RandomPrefix() {
   std::random_device device;
   return absl::StrFormat("%08x", device());
@@ -42,6 +30,7 @@ std::string RandomPrefix() {
 OpenAiApi::OpenAiApi(OpenAiApiOptions options, GenerationService& service, Metrics& metrics,
                      std::function<std::string()> render_metrics)
     : options_(std::move(options)),
+      api_key_(options_.api_key),
       service_(service),
       metrics_(metrics),
       render_metrics_(std::move(render_metrics)),
@@ -59,13 +48,6 @@ bool OpenAiApi::WaitForRequests(absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&none), timeout);
 }
 
-bool OpenAiApi::Authorized(const HttpRequest& request) const {
-  if (options_.api_key.empty()) return true;
-  const std::string_view header = request.Header("authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!absl::StartsWithIgnoreCase(absl::string_view(header.data(), header.size()), "Bearer ")) return false;
-  return ConstantTimeEquals(header.substr(kBearer.size()), options_.api_key);
-}
 
 void OpenAiApi::Handle(std::shared_ptr<HttpExchange> exchange) {
   const HttpRequest& request = exchange->request();
@@ -90,7 +72,7 @@ void OpenAiApi::Handle(std::shared_ptr<HttpExchange> exchange) {
     return;
   }
   const bool v1 = path == "/v1" || absl::StartsWith(path, "/v1/");
-  if (v1 && !Authorized(request)) {
+  if (v1 && !api_key_.Accepts(request.Header("authorization"))) {
     ReplyError(*exchange, ApiErrorOf(absl::UnauthenticatedError(
                               "a valid API key is needed: send the header Authorization: Bearer <key>")),
                {{"WWW-Authenticate", "Bearer"}});

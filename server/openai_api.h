@@ -20,6 +20,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/api_key.h"
 #include "server/generation_service.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -48,10 +49,10 @@ class OpenAiApi {
  private:
   void Generate(Endpoint endpoint, const std::shared_ptr<HttpExchange>& exchange);
   void ListModels(const std::shared_ptr<HttpExchange>& exchange, const std::string& id);
-  bool Authorized(const HttpRequest& request) const;
   ApiError UnknownModel(const std::string& name) const;  // 404 naming the served model
 
   const OpenAiApiOptions options_;
+  const ApiKey api_key_;
   GenerationService& service_;
   Metrics& metrics_;
   const std::function<std::string()> render_metrics_;

@@ -9,6 +9,7 @@
 
 #include "absl/time/time.h"
 #include "server/serving_model.h"
+#include "server/tls_options.h"
 
 namespace moe::server {
 
@@ -22,7 +23,8 @@ struct ServerOptions {
   int metrics_port = -1;    // only /health and /metrics; 0: any free port; -1: none
   int http_threads = 2;     // I/O threads of each HTTP port
   std::string served_model_name;  // the model's name in the OpenAI API
-  std::string api_key;            // empty: /v1 needs no key
+  std::string api_key;            // empty: neither /v1 nor gRPC needs a key
+  TlsOptions tls;                 // gRPC and HTTP alike
   absl::Duration drain_timeout = absl::Seconds(30);
   int max_message_bytes = 4 << 20;  // received and sent gRPC messages; HTTP request bodies
   // A stream (gRPC or HTTP) whose client reads slower than it is written is ended, and its

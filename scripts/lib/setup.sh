@@ -10,8 +10,9 @@ MOE_PACKAGES=(build-essential cmake ninja-build pkg-config libabsl-dev nlohmann-
               # the server tests' Python client needs (stubs are made with protoc's gRPC plugin).
               libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
               libcpp-httplib-dev python3 python3-grpcio python3-protobuf
-              # The HTTP server (Boost.Beast), and the OpenAI API tests' venv and curl.
-              libboost-dev python3-venv curl
+              # The HTTP server (Boost.Beast, OpenSSL for HTTPS), the OpenAI API tests' venv
+              # and curl, and openssl to make the TLS tests' throwaway CA.
+              libboost-dev libssl-dev openssl python3-venv curl
               # Expert parallelism across processes: mpirun and the MPI communicator.
               libopenmpi-dev openmpi-bin python3-yaml)
 

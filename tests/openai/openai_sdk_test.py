@@ -258,7 +258,9 @@ class OpenAiSdkTest(unittest.TestCase):
                 output=pb.OutputOptions(logprobs=True))
             text, logprobs, final = "", [], None
             with grpc.insecure_channel(f"127.0.0.1:{self.server.grpc_port}") as channel:
-                for response in pb_grpc.GenerationStub(channel).Generate(request, timeout=60):
+                # The same key as HTTP's guards gRPC.
+                for response in pb_grpc.GenerationStub(channel).Generate(
+                        request, timeout=60, metadata=[("authorization", f"Bearer {KEY}")]):
                     if response.HasField("final"):
                         final = response.final
                     else:
