@@ -138,6 +138,17 @@ TEST_F(ServerSecurityTest, AnApiKeyGuardsEveryGenerationCallAndV1ButNotHealth) {
   EXPECT_EQ(health->status, 200);
 }
 
+TEST_F(ServerSecurityTest, EveryInterfaceWithoutAKeyLogsAWarningAndLoopbackDoesNot) {
+  StartServer({"--host", "0.0.0.0"});
+  EXPECT_THAT(server_->Log(), HasSubstr("listening on 0.0.0.0 without an API key"));
+  server_.reset();
+  StartServer({"--host", "0.0.0.0", "--api_key", kKey});
+  EXPECT_THAT(server_->Log(), ::testing::Not(HasSubstr("without an API key")));
+  server_.reset();
+  StartServer({});
+  EXPECT_THAT(server_->Log(), ::testing::Not(HasSubstr("without an API key")));
+}
+
 TEST_F(ServerSecurityTest, WithTlsOnTlsClientsAreServedAndPlaintextOnesRefused) {
   const std::string certs = ScratchDir("certs");
   ASSERT_NO_FATAL_FAILURE(MakeCertificates(certs));
