@@ -240,6 +240,9 @@ class Runner {
  public:
   Runner(server::ServingModel& serving, std::string model_name, ResultFile& output, ResultFile& errors)
       : serving_(serving), model_name_(std::move(model_name)), output_(output), errors_(errors) {}
+  // The engine calls into this runner's sinks until it stops: it stops first, on every way
+  // out (a failed write returns early, with requests still running).
+  ~Runner() { serving_.Stop(); }
 
   // Turns one input line into a job, or an error naming what is wrong.
   absl::StatusOr<std::shared_ptr<Job>> Parse(const std::string& text, int64_t line, std::string* custom_id) {

@@ -2,7 +2,7 @@
 """moe-batch survives a kill: a 500-request run is killed with SIGKILL about halfway, a cut
 short last line is added as a kill could leave it, and --resume finishes the run. Against an
 uninterrupted run: the same custom_ids, none twice, the same greedy (and derived-seed
-sampled) outputs. Also: bad lines go to the error file with their line numbers, and the
+sampled) outputs. The same after a disk that fills up mid-run. Also: bad lines go to the error file with their line numbers, and the
 output of a run without --resume is never overwritten.
 
     MOE_BIN_DIR=build/bin MOE_SOURCE_DIR=. python3 tests/batch/batch_resume_test.py
@@ -100,6 +100,37 @@ class BatchResumeTest(unittest.TestCase):
         self.assertEqual(outputs(after), outputs(reference))
         seeds = {l["custom_id"]: l["seed"] for l in reference}
         self.assertEqual({l["custom_id"]: l["seed"] for l in after}, seeds)
+
+    def test_a_full_disk_names_the_file_and_what_was_written_resumes(self):
+        # A disk that fills up: writes past 64 KiB fail (RLIMIT_FSIZE gives EFBIG, SIGXFSZ
+        # ignored), as they would with ENOSPC, partway through a line or between lines.
+        ref = os.path.join(self.tmp.name, "full_ref.jsonl")
+        subprocess.run(self.batch(ref), check=True, stderr=subprocess.DEVNULL)
+        out = os.path.join(self.tmp.name, "full.jsonl")
+        limit = 64 << 10
+
+        def small_disk():
+            import resource
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        run = subprocess.run(self.batch(out), preexec_fn=small_disk, stderr=subprocess.PIPE, text=True,
+                             timeout=300)
+        self.assertNotEqual(run.returncode, 0, "the run succeeded on a full disk")
+        self.assertIn(f"cannot write {out}", run.stderr)
+        self.assertLess(run.returncode, 128, f"killed by a signal: {run.stderr}")
+        self.assertLessEqual(os.path.getsize(out), limit)
+        with open(out) as f:
+            written = f.read().splitlines(keepends=True)
+        whole = [json.loads(l) for l in written if l.endswith("\n")]
+        self.assertGreater(len(whole), 0)
+        self.assertLess(len(whole), N)
+
+        subprocess.run(self.batch(out, "--resume"), check=True, stderr=subprocess.DEVNULL, timeout=300)
+        after = read(out)
+        ids = [l["custom_id"] for l in after]
+        self.assertEqual(len(ids), len(set(ids)), "a request was written twice")
+        self.assertEqual(outputs(after), outputs(read(ref)))
 
     def test_bad_lines_go_to_the_error_file_and_output_is_never_overwritten(self):
         bad_input = os.path.join(self.tmp.name, "bad.jsonl")
