@@ -1,6 +1,7 @@
 // Broken models fail to load cleanly, each with a message that says what is wrong and where.
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -50,6 +51,26 @@ TEST(BrokenModelTest, HeaderLengthPastEndOfFile) {
   const std::string file = dir + "/model.safetensors";
   Truncate(file, 200);  // the header itself is longer than this
   EXPECT_THAT(LoadError(dir), AllOf(HasSubstr(file), HasSubstr("runs past the end of the file")));
+}
+
+// Each file of the model overwritten with random bytes of its own length, as a bad copy or a
+// failing disk could leave it.
+TEST(BrokenModelTest, FilesOverwrittenWithGarbage) {
+  std::mt19937 rng(11);
+  auto garble = [&rng](const std::string& path) {
+    std::string bytes(std::filesystem::file_size(path), '\0');
+    for (char& c : bytes) c = static_cast<char>(rng());
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  };
+  for (int trial = 0; trial < 8; ++trial) {
+    const std::string dir = WriteModel(testing::ScratchDir("garbage"), testing::TinyQwen3Config());
+    const std::string weights = dir + "/model.safetensors";
+    garble(weights);
+    EXPECT_THAT(LoadError(dir), HasSubstr(weights)) << "trial " << trial;
+  }
+  const std::string dir = WriteModel(testing::ScratchDir("garbage_config"), testing::TinyQwen3Config());
+  garble(dir + "/config.json");
+  EXPECT_THAT(LoadError(dir), AllOf(HasSubstr("config.json"), HasSubstr("not valid JSON")));
 }
 
 TEST(BrokenModelTest, BadConfigJson) {
