@@ -1,6 +1,7 @@
 // The engine end to end on the CPU backend with a small random model: batch invariance
 // under chunked prefill and preemption, the prefix cache, seeded sampling, n > 1, aborts,
-// time limits, stop strings, validation, threads, and every block back in the pool.
+// time limits, stop strings, validation, threads, a failed step, and every block back in the
+// pool.
 #include "runtime/engine/engine.h"
 
 #include <cmath>
@@ -439,6 +440,53 @@ TEST_F(EngineTest, BackgroundThreadServesConcurrentSubmitters) {
   for (auto& sink : sinks) sink->WaitForFinals(1);
   engine.Stop();
   for (auto& sink : sinks) EXPECT_EQ(sink->choice().tokens.size(), 6u);
+  ExpectDrained(engine);
+}
+
+// The model, with one step that fails: the forward pass number `fail_at` (from 0) returns
+// an error, as a device fault or a failed collective would.
+class OneFaultyStep final : public Model {
+ public:
+  OneFaultyStep(Model& model, int fail_at) : model_(model), fail_at_(fail_at) {}
+  const ModelInfo& info() const override { return model_.info(); }
+  absl::StatusOr<Tensor> Forward(const StepBatch& batch, KvCache& kv) override { return model_.Forward(batch, kv); }
+  absl::StatusOr<StepSamples> ForwardAndSample(const StepBatch& batch, KvCache& kv,
+                                               const SamplingBatch& sampling) override {
+    if (steps_++ == fail_at_) return absl::InternalError("injected fault");
+    return model_.ForwardAndSample(batch, kv, sampling);
+  }
+
+ private:
+  Model& model_;
+  const int fail_at_;
+  int steps_ = 0;
+};
+
+TEST_F(EngineTest, AFailedStepEndsItsRequestsWithAnErrorAndTheEngineServesTheRest) {
+  OneFaultyStep faulty(*model_, /*fail_at=*/2);
+  auto created = Engine::Create(faulty, {.num_kv_blocks = 64, .block_size = 4});
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  // In the failing step: a and b. Submitted after it: c, which runs to its end.
+  auto a = std::make_shared<RecordingSink>(), b = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(Greedy("a", {1, 2, 3}, 8), a).ok());
+  ASSERT_TRUE(engine.Submit(Greedy("b", {4, 5}, 8), b).ok());
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(engine.Step().ok());
+  const absl::StatusOr<bool> failed = engine.Step();
+  EXPECT_THAT(failed.status().message(), HasSubstr("injected fault"));
+  for (const auto& sink : {a, b}) {
+    const RecordingSink::Choice c = sink->choice();
+    ASSERT_TRUE(c.final.has_value());
+    EXPECT_EQ(c.final->reason, FinishReason::kError);
+    EXPECT_THAT(c.final->error.message(), HasSubstr("injected fault"));
+    EXPECT_EQ(c.tokens.size(), 2u) << "the tokens of the steps before the fault are kept";
+  }
+  auto c = std::make_shared<RecordingSink>();
+  ASSERT_TRUE(engine.Submit(Greedy("c", {1, 2, 3}, 8), c).ok());
+  ASSERT_TRUE(engine.RunUntilIdle().ok());
+  ASSERT_TRUE(c->choice().final.has_value());
+  EXPECT_EQ(c->choice().final->reason, FinishReason::kLength);
+  EXPECT_EQ(c->choice().tokens.size(), 8u);
   ExpectDrained(engine);
 }
 
