@@ -220,7 +220,7 @@ absl::StatusOr<MoeConfig> ParseConfig(const std::string& json_text) {
   json j;
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     return Bad(absl::StrCat("not valid JSON: ", e.what()));
   }
   if (!j.is_object()) return Bad("expected a JSON object");

@@ -25,7 +25,7 @@ absl::StatusOr<json> ReadIndex(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": expected an object with weight_map"));
     }
     return index;
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
   }
 }

@@ -49,7 +49,7 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
   json root;
   try {
     root = json::parse(header, header + header_len);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     return Invalid(path, absl::StrCat("header is not valid JSON: ", e.what()));
   }
   if (!root.is_object()) return Invalid(path, "header is not a JSON object");

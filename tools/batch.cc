@@ -38,6 +38,7 @@
 #include "runtime/command_line.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/status_macros.h"
+#include "tools/batch_line.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/serving_model.h"
@@ -70,13 +71,6 @@ using json = nlohmann::ordered_json;
 using server::Endpoint;
 using server::OpenAiRequest;
 using server::OpenAiResponse;
-
-// FNV-1a: a custom_id's seed and line id, the same on every machine and every run.
-uint64_t Fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -165,7 +159,6 @@ struct Counts {
 struct Job {
   int64_t line = 0;
   std::string custom_id;
-  std::string url;
   uint64_t seed = 0;
   OpenAiRequest request;
   std::unique_ptr<OpenAiResponse> response;
@@ -246,55 +239,19 @@ class Runner {
 
   // Turns one input line into a job, or an error naming what is wrong.
   absl::StatusOr<std::shared_ptr<Job>> Parse(const std::string& text, int64_t line, std::string* custom_id) {
-    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) return absl::InvalidArgumentError("the line is not valid JSON");
-    if (!j.is_object()) return absl::InvalidArgumentError("the line must be a JSON object");
+    ASSIGN_OR_RETURN(BatchLine parsed, ParseBatchLine(text, model_name_, serving_, custom_id));
     auto job = std::make_shared<Job>();
     job->line = line;
-    nlohmann::json body;
-    if (j.contains("custom_id") || j.contains("body")) {  // OpenAI's Batch format
-      if (!j.contains("custom_id") || !j["custom_id"].is_string() || j["custom_id"].get<std::string>().empty()) {
-        return server::BadField("custom_id", "must be a non-empty string");
-      }
-      *custom_id = j["custom_id"];
-      if (j.contains("method") && j["method"] != "POST") return server::BadField("method", "must be \"POST\"");
-      job->url = j.contains("url") && j["url"].is_string() ? j["url"].get<std::string>() : "";
-      if (!j.contains("body") || !j["body"].is_object()) return server::BadField("body", "must be an object");
-      body = j["body"];
-    } else {  // the plain form
-      if (!j.contains("id") || !j["id"].is_string() || j["id"].get<std::string>().empty()) {
-        return server::BadField("id", "must be a non-empty string (or use custom_id, url and body)");
-      }
-      *custom_id = j["id"];
-      body = j;
-      body.erase("id");
-      job->url = body.contains("messages") ? "/v1/chat/completions" : "/v1/completions";
-    }
-    job->custom_id = *custom_id;
-    if (job->url != "/v1/chat/completions" && job->url != "/v1/completions") {
-      return server::BadField("url", absl::StrCat("must be /v1/chat/completions or /v1/completions, got \"",
-                                                  job->url, "\""));
-    }
-    if (!body.contains("model")) body["model"] = model_name_;
-    if (body.contains("stream") && body["stream"] == true) {
-      return server::BadField("stream", "is not available in a batch");
-    }
-    // Reproducible: a seed from the custom_id unless the request brings its own.
-    const bool seeded = body.contains("seed") && !body["seed"].is_null();
-    if (!seeded) body["seed"] = Fnv1a(job->custom_id) >> 1;  // fits in int64, as OpenAI's seed
-    const Endpoint endpoint = job->url == "/v1/chat/completions" ? Endpoint::kChat : Endpoint::kCompletions;
-    ASSIGN_OR_RETURN(job->request, server::ParseOpenAiBody(endpoint, body, serving_));
-    if (job->request.model != model_name_) {
-      return absl::NotFoundError(absl::StrCat("the model \"", job->request.model, "\" is not this run's (\"",
-                                              model_name_, "\")"));
-    }
-    job->seed = *job->request.prompts[0].sampling.seed;
+    job->custom_id = std::move(parsed.custom_id);
+    job->seed = parsed.seed;
+    job->request = std::move(parsed.request);
     job->response = std::make_unique<OpenAiResponse>(
-        job->request, server::OpenAiResponseOptions{
-                          .id = absl::StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", "batch-", line),
-                          .model = model_name_,
-                          .created = absl::ToUnixSeconds(absl::Now()),
-                          .tokenizer = serving_.tokenizer()});
+        job->request,
+        server::OpenAiResponseOptions{
+            .id = absl::StrCat(parsed.endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", "batch-", line),
+            .model = model_name_,
+            .created = absl::ToUnixSeconds(absl::Now()),
+            .tokenizer = serving_.tokenizer()});
     return job;
   }
 

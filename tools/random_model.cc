@@ -165,4 +165,25 @@ absl::StatusOr<int64_t> WriteRandomModel(const json& j, const RandomModelOptions
   return total_bytes;
 }
 
+nlohmann::json TinyQwen3Config() {
+  return {{"architectures", {"Qwen3MoeForCausalLM"}},
+          {"model_type", "qwen3_moe"},
+          {"vocab_size", 128},
+          {"hidden_size", 64},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"num_key_value_heads", 2},
+          {"head_dim", 32},
+          {"num_experts", 8},
+          {"num_experts_per_tok", 2},
+          {"moe_intermediate_size", 32},
+          {"intermediate_size", 96},
+          {"norm_topk_prob", true},
+          {"max_position_embeddings", 256},
+          {"rms_norm_eps", 1e-6},
+          {"rope_theta", 10000.0},
+          {"eos_token_id", 127},
+          {"torch_dtype", "float32"}};
+}
+
 }  // namespace moe

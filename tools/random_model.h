@@ -34,6 +34,10 @@ struct RandomModelOptions {
 // The tensors of a checkpoint of `config`, in file order.
 std::vector<TensorSpec> CheckpointLayout(const MoeConfig& config, DType dtype);
 
+// A Qwen3-MoE config small enough for a test to load in milliseconds: 2 layers, 8 experts,
+// hidden size 64, a 128-token vocabulary.
+nlohmann::json TinyQwen3Config();
+
 // Returns the total bytes of weights written.
 absl::StatusOr<int64_t> WriteRandomModel(const nlohmann::json& config,
                                          const RandomModelOptions& options, const std::string& dir);

@@ -4,6 +4,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/status_macros.h"
+#include "runtime/text/token_id.h"
 #include "runtime/text/utf8.h"
 
 namespace moe::text {
@@ -32,7 +34,7 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const json& added_toke
   try {
     for (const json& t : added_tokens) {
       AddedToken token;
-      token.id = t.at("id").get<int32_t>();
+      ASSIGN_OR_RETURN(token.id, TokenIdOf(t.at("id"), "an added token's id"));
       token.content = t.at("content").get<std::string>();
       token.special = t.value("special", false);
       token.lstrip = t.value("lstrip", false);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "runtime/status_macros.h"
 #include "runtime/text/byte_level.h"
+#include "runtime/text/token_id.h"
 #include "runtime/text/utf8.h"
 
 namespace moe::text {
@@ -64,15 +65,16 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& model, 
 
 absl::Status BpeModel::LoadVocab(const json& vocab) {
   int32_t max_id = -1;
-  for (const auto& [token, id_json] : vocab.items())
-    max_id = std::max(max_id, id_json.get<int32_t>());
+  for (const auto& [token, id_json] : vocab.items()) {
+    ASSIGN_OR_RETURN(const int32_t id, TokenIdOf(id_json, absl::StrCat("the vocab's id of '", token, "'")));
+    max_id = std::max(max_id, id);
+  }
   id_to_token_.assign(max_id + 1, std::string());
   has_id_.assign(max_id + 1, false);
   std::fill(std::begin(byte_unit_ids_), std::end(byte_unit_ids_), -1);
   std::fill(std::begin(byte_fallback_ids_), std::end(byte_fallback_ids_), -1);
   for (const auto& [token, id_json] : vocab.items()) {
-    const int32_t id = id_json.get<int32_t>();
-    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("negative id for '", token, "'"));
+    const int32_t id = *TokenIdOf(id_json, token);  // checked above
     id_to_token_[id] = token;
     has_id_[id] = true;
     token_to_id_[token] = id;

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/status_macros.h"
+#include "runtime/text/token_id.h"
 
 namespace moe::text {
 namespace {
@@ -34,8 +35,9 @@ absl::StatusOr<PostProcessor> MakeUnchecked(const json& spec) {
   if (type == "ByteLevel") return PostProcessor{};
   if (type == "TemplateProcessing") return FromTemplate(spec);
   if (type == "BertProcessing" || type == "RobertaProcessing") {
-    return PostProcessor{{spec.at("cls").at(1).get<int32_t>()},
-                         {spec.at("sep").at(1).get<int32_t>()}};
+    ASSIGN_OR_RETURN(const int32_t cls, TokenIdOf(spec.at("cls").at(1), "the post-processor's cls id"));
+    ASSIGN_OR_RETURN(const int32_t sep, TokenIdOf(spec.at("sep").at(1), "the post-processor's sep id"));
+    return PostProcessor{{cls}, {sep}};
   }
   if (type == "Sequence") {
     PostProcessor out;

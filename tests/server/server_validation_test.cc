@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "tests/server/server_process.h"
 #include "tests/server/server_test_util.h"
 #include "tests/test_util.h"
@@ -116,6 +117,28 @@ TEST(ServerValidationTest, EachBadParameterIsRefusedByNameAndTheServerKeepsServi
   const std::string metrics = HttpGet((*server)->metrics_port(), "/metrics");
   EXPECT_EQ(MetricValue(metrics, "moe_requests_rejected_total{code=\"INVALID_ARGUMENT\"}"),
             static_cast<double>(BadCases().size()));
+}
+
+// Found by fuzz/openai_body: a number too large for a double threw past the body parser's
+// catch and ended the server.
+TEST(ServerValidationTest, AnHttpBodyWithANumberTooLargeForADoubleIsA400AndTheServerLives) {
+  const std::string dir = MakeServerModel(ScratchDir("model"));
+  auto server = ServerProcess::Start({"--model", dir});
+  ASSERT_TRUE(server.ok()) << server.status();
+  httplib::Client http("127.0.0.1", (*server)->http_port());
+  auto models = http.Get("/v1/models");
+  ASSERT_TRUE(models);
+  const std::string model = nlohmann::json::parse(models->body)["data"][0]["id"];
+  auto bad = http.Post("/v1/completions", R"({"model": "m", "prompt": "Hi", "max_tokens": 1e400})",
+                       "application/json");
+  ASSERT_TRUE(bad) << (*server)->Log();
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_THAT(bad->body, HasSubstr("not valid JSON"));
+  auto good = http.Post("/v1/completions",
+                        nlohmann::json{{"model", model}, {"prompt", "Hi"}, {"max_tokens", 2}}.dump(),
+                        "application/json");
+  ASSERT_TRUE(good) << (*server)->Log();
+  EXPECT_EQ(good->status, 200) << good->body;
 }
 
 TEST(ServerValidationTest, AFullWaitingQueueGivesResourceExhausted) {

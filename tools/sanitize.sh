@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the CPU tests under a sanitizer (CMakePresets.json: asan = AddressSanitizer +
+# UndefinedBehaviorSanitizer, tsan = ThreadSanitizer) and runs them with ctest. ASan runs
+# every CPU test; TSan the engine and server tests (-R to choose others). Exits non-zero on
+# any report.
+#
+#   tools/sanitize.sh asan            # build-asan/, all CPU tests
+#   tools/sanitize.sh tsan            # build-tsan/, engine + server tests
+#   tools/sanitize.sh tsan -R Engine  # extra arguments go to ctest
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+preset="${1:?usage: tools/sanitize.sh asan|tsan [ctest arguments]}"
+shift
+cd "$repo"
+cmake --preset "$preset" >&2
+cmake --build "build-$preset" -j "$(nproc)" >&2
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:${TSAN_OPTIONS:-}"
+default=()
+case "$preset" in
+  asan) default=(-LE cuda_emu) ;;
+  tsan) default=(-R "Engine|Server|Http|openai|batch") ;;
+  *) echo "unknown preset: $preset (asan or tsan)" >&2; exit 2 ;;
+esac
+[[ $# -gt 0 ]] || set -- "${default[@]}"
+ctest --test-dir "build-$preset" --output-on-failure -j "$(nproc)" "$@"
