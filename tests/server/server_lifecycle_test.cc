@@ -32,15 +32,11 @@ namespace {
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-class ServerLifecycleTest : public ::testing::Test {
+class ServerLifecycleTest : public ServerModelTest {
  protected:
-  void SetUp() override { dir_ = MakeServerModel(ScratchDir("model")); }
-
   void StartServer(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--model", dir_});
-    auto server = ServerProcess::Start(args);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
+    ServerModelTest::StartServer(std::move(args));
+    if (server_ == nullptr) return;
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
     stub_ = v1::Generation::NewStub(channel_);
   }
@@ -85,8 +81,6 @@ class ServerLifecycleTest : public ::testing::Test {
     return response.status();
   }
 
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Generation::Stub> stub_;
 };

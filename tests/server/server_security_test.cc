@@ -49,17 +49,8 @@ void MakeCertificates(const std::string& dir) {
       << "openssl could not make the test certificates";
 }
 
-class ServerSecurityTest : public ::testing::Test {
+class ServerSecurityTest : public ServerModelTest {
  protected:
-  void SetUp() override { dir_ = MakeServerModel(ScratchDir("model")); }
-
-  void StartServer(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--model", dir_});
-    auto server = ServerProcess::Start(args);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-  }
-
   std::unique_ptr<v1::Generation::Stub> Stub(std::shared_ptr<grpc::ChannelCredentials> credentials) {
     grpc::ChannelArguments args;
     args.SetSslTargetNameOverride("localhost");
@@ -74,9 +65,6 @@ class ServerSecurityTest : public ::testing::Test {
     v1::ServerInfo info;
     return stub.GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
   }
-
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
 };
 
 TEST_F(ServerSecurityTest, AnApiKeyGuardsEveryGenerationCallAndV1ButNotHealth) {

@@ -30,6 +30,15 @@ std::string MakeServerModel(const std::string& dir) {
   return dir;
 }
 
+void ServerModelTest::SetUp() { dir_ = MakeServerModel(ScratchDir("model")); }
+
+void ServerModelTest::StartServer(std::vector<std::string> args) {
+  args.insert(args.begin(), {"--model", dir_});
+  auto server = ServerProcess::Start(args);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+}
+
 Streamed StreamGenerate(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
                         const StreamOptions& options) {
   grpc::ClientContext context;

@@ -6,6 +6,8 @@
 //   auto server = ServerProcess::Start({"--model", dir});
 //   Streamed s = StreamGenerate(*stub, request);
 //   EXPECT_EQ(s.tokens[0], EngineTokens(dir, engine_request));
+//
+//   class MyTest : public ServerModelTest {};  ... StartServer({"--api_key", key}); ...
 #pragma once
 
 #include <functional>
@@ -15,8 +17,10 @@
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "moe/v1/generation.grpc.pb.h"
 #include "runtime/engine/request.h"
+#include "tests/server/server_process.h"
 
 namespace moe::testing {
 
@@ -26,6 +30,18 @@ std::string MakeServerModel(const std::string& dir);
 inline constexpr int kServerModelVocab = 1554;
 inline constexpr int kServerModelContext = 512;
 inline constexpr int kServerModelExperts = 8;
+
+// A test with MakeServerModel's model in a scratch directory (dir_), and a moe-server on it
+// once StartServer has run (server_).
+class ServerModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  // Starts moe-server with --model dir_ and `args`; fails the test if it does not serve.
+  void StartServer(std::vector<std::string> args);
+
+  std::string dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
 
 struct Streamed {
   std::map<int, std::vector<int32_t>> tokens;  // by choice
