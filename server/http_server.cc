@@ -52,6 +52,29 @@ std::string Serialize(const http::response<Body>& response) {
   return std::move(out).str();
 }
 
+class Connection;
+
+// What the server and its connections share. A connection, and so an exchange that a
+// handler still holds, may outlive the HttpServer: it keeps this alive, the io_context its
+// socket is registered with included.
+struct ServerState {
+  HttpServerOptions options;
+  HttpHandler handler;
+  net::io_context io{1};
+  std::optional<net::ssl::context> tls;  // with TlsOptions enabled
+
+  absl::Mutex mu;
+  std::set<std::weak_ptr<Connection>, std::owner_less<std::weak_ptr<Connection>>> connections
+      ABSL_GUARDED_BY(mu);
+  int open ABSL_GUARDED_BY(mu) = 0;  // connections not yet closed
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+
+  void Closed() {
+    absl::MutexLock lock(&mu);
+    --open;
+  }
+};
+
 // One client's connection, plain or TLS (StreamConnection below); what an Exchange and the
 // server ask of it. Everything but executor() runs on its strand.
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -135,21 +158,17 @@ class StreamConnection final : public Connection {
  public:
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
-  // `on_close` runs once, when the connection closes; `stream_args` make the stream.
+  // `stream_args` make the stream; `state` counts the connection open until it closes.
   template <class... StreamArgs>
-  StreamConnection(const HttpServerOptions& options, const HttpHandler& handler, std::function<void()> on_close,
-                   StreamArgs&&... stream_args)
-      : stream_(std::forward<StreamArgs>(stream_args)...),
-        options_(options),
-        handler_(handler),
-        on_close_(std::move(on_close)) {}
+  explicit StreamConnection(std::shared_ptr<ServerState> state, StreamArgs&&... stream_args)
+      : state_(std::move(state)), stream_(std::forward<StreamArgs>(stream_args)...) {}
   ~StreamConnection() override { Close(); }
 
   net::any_io_executor executor() override { return stream_.get_executor(); }
 
   void Start() override {
     if constexpr (kTls) {
-      tcp().expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.idle_timeout)));
+      tcp().expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(state_->options.idle_timeout)));
       stream_.async_handshake(net::ssl::stream_base::server, [self = Self()](beast::error_code ec) {
         if (ec) {  // not TLS, or a certificate refused: nothing to answer in
           Log(LogLevel::kDebug, absl::StrCat("HTTP TLS handshake failed: ", ec.message()));
@@ -182,7 +201,7 @@ class StreamConnection final : public Connection {
     tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
     tcp().close();
     queue_.clear();
-    if (on_close_) std::exchange(on_close_, nullptr)();
+    state_->Closed();
   }
 
  private:
@@ -197,9 +216,9 @@ class StreamConnection final : public Connection {
 
   void ReadRequest() {
     parser_.emplace();
-    parser_->body_limit(options_.max_body_bytes);
+    parser_->body_limit(state_->options.max_body_bytes);
     parser_->header_limit(kMaxHeaderBytes);
-    tcp().expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.idle_timeout)));
+    tcp().expires_after(std::chrono::milliseconds(absl::ToInt64Milliseconds(state_->options.idle_timeout)));
     reading_ = true;
     http::async_read(stream_, buffer_, *parser_,
                      [self = Self()](beast::error_code ec, size_t) { self->OnRequest(ec); });
@@ -210,7 +229,7 @@ class StreamConnection final : public Connection {
     if (closed_) return;
     if (ec == http::error::body_limit) {
       RefuseAndClose(http::status::payload_too_large,
-                     absl::StrCat("the request body is larger than ", options_.max_body_bytes, " bytes"));
+                     absl::StrCat("the request body is larger than ", state_->options.max_body_bytes, " bytes"));
       return;
     }
     if (ec) {  // the client closed, timed out idle, or sent what is not HTTP
@@ -235,8 +254,8 @@ class StreamConnection final : public Connection {
     }
     request.body = std::move(message.body());
     exchange_ = std::make_shared<Exchange>(shared_from_this(), std::move(request), message.version(),
-                                           message.keep_alive(), options_.max_pending_bytes);
-    handler_(exchange_);
+                                           message.keep_alive(), state_->options.max_pending_bytes);
+    state_->handler(exchange_);
     Watch();
   }
 
@@ -349,10 +368,8 @@ class StreamConnection final : public Connection {
     });
   }
 
+  const std::shared_ptr<ServerState> state_;  // first: it outlives the stream
   Stream stream_;
-  const HttpServerOptions& options_;
-  const HttpHandler& handler_;
-  std::function<void()> on_close_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Exchange> exchange_;  // the open one
@@ -470,52 +487,37 @@ std::string_view HttpRequest::Header(std::string_view name) const {
 }
 
 struct HttpServer::Impl {
-  HttpServerOptions options;
-  HttpHandler handler;
-  net::io_context io{1};
-  std::optional<net::ssl::context> tls;  // with TlsOptions enabled
-  tcp::acceptor acceptor{io};
+  const std::shared_ptr<ServerState> state = std::make_shared<ServerState>();
+  tcp::acceptor acceptor{state->io};
   std::vector<std::thread> threads;
   int port = 0;
 
-  absl::Mutex mu;
-  std::set<std::weak_ptr<Connection>, std::owner_less<std::weak_ptr<Connection>>> connections
-      ABSL_GUARDED_BY(mu);
-  int open ABSL_GUARDED_BY(mu) = 0;  // connections not yet closed
-  bool stopping ABSL_GUARDED_BY(mu) = false;
-
-  void Closed() {
-    absl::MutexLock lock(&mu);
-    --open;
-  }
-
   void Accept() {
-    acceptor.async_accept(net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
+    acceptor.async_accept(net::make_strand(state->io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
         if (ec == net::error::operation_aborted) return;  // Stop
         Log(LogLevel::kWarning, absl::StrCat("HTTP accept failed: ", ec.message()));
       } else {
         socket.set_option(tcp::no_delay(true));
+        ServerState& s = *state;
         {
-          absl::MutexLock lock(&mu);
-          if (stopping) return;
-          ++open;
+          absl::MutexLock lock(&s.mu);
+          if (s.stopping) return;
+          ++s.open;
         }
         std::shared_ptr<Connection> connection;
-        if (tls) {
-          connection = std::make_shared<StreamConnection<beast::ssl_stream<beast::tcp_stream>>>(
-              options, handler, [this] { Closed(); }, std::move(socket), *tls);
+        if (s.tls) {
+          connection = std::make_shared<StreamConnection<beast::ssl_stream<beast::tcp_stream>>>(state, std::move(socket), *s.tls);
         } else {
-          connection = std::make_shared<StreamConnection<beast::tcp_stream>>(options, handler, [this] { Closed(); },
-                                                                             std::move(socket));
+          connection = std::make_shared<StreamConnection<beast::tcp_stream>>(state, std::move(socket));
         }
         {
-          absl::MutexLock lock(&mu);
+          absl::MutexLock lock(&s.mu);
           // Forget connections that have ended.
-          for (auto it = connections.begin(); it != connections.end();) {
-            it = it->expired() ? connections.erase(it) : std::next(it);
+          for (auto it = s.connections.begin(); it != s.connections.end();) {
+            it = it->expired() ? s.connections.erase(it) : std::next(it);
           }
-          connections.insert(connection);
+          s.connections.insert(connection);
         }
         net::dispatch(connection->executor(), [connection] { connection->Start(); });
       }
@@ -531,12 +533,12 @@ HttpServer::~HttpServer() { Stop(absl::ZeroDuration()); }
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options,
                                                               HttpHandler handler) {
   auto impl = std::make_unique<Impl>();
-  impl->options = std::move(options);
-  impl->handler = std::move(handler);
-  const HttpServerOptions& o = impl->options;
+  impl->state->options = std::move(options);
+  impl->state->handler = std::move(handler);
+  const HttpServerOptions& o = impl->state->options;
   if (o.io_threads < 1) return absl::InvalidArgumentError("the HTTP server needs at least one I/O thread");
   if (o.tls.enabled()) {
-    ASSIGN_OR_RETURN(impl->tls, TlsContext(o.tls));
+    ASSIGN_OR_RETURN(impl->state->tls, TlsContext(o.tls));
   }
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(o.host, ec);
@@ -553,7 +555,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
   }
   impl->Accept();
   for (int i = 0; i < o.io_threads; ++i) {
-    impl->threads.emplace_back([io = &impl->io] { io->run(); });
+    impl->threads.emplace_back([io = &impl->state->io] { io->run(); });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
@@ -561,23 +563,24 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
 int HttpServer::port() const { return impl_->port; }
 
 int HttpServer::open_connections() const {
-  absl::MutexLock lock(&impl_->mu);
-  return impl_->open;
+  absl::MutexLock lock(&impl_->state->mu);
+  return impl_->state->open;
 }
 
 void HttpServer::Stop(absl::Duration flush_timeout) {
   if (impl_ == nullptr || impl_->threads.empty()) return;
   Impl& impl = *impl_;
-  auto live = [&impl] {
+  ServerState& state = *impl.state;
+  auto live = [&state] {
     std::vector<std::shared_ptr<Connection>> open;
-    absl::MutexLock lock(&impl.mu);
-    impl.stopping = true;
-    for (const auto& weak : impl.connections) {
+    absl::MutexLock lock(&state.mu);
+    state.stopping = true;
+    for (const auto& weak : state.connections) {
       if (auto c = weak.lock()) open.push_back(std::move(c));
     }
     return open;
   };
-  net::post(impl.io, [&impl] {
+  net::post(state.io, [&impl] {
     beast::error_code ignored;
     impl.acceptor.close(ignored);
   });
@@ -585,14 +588,14 @@ void HttpServer::Stop(absl::Duration flush_timeout) {
   // left is dropped.
   for (const auto& c : live()) net::post(c->executor(), [c] { c->Finish(); });
   {
-    absl::MutexLock lock(&impl.mu);
-    auto none_open = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) { return impl.open == 0; };
-    impl.mu.AwaitWithTimeout(absl::Condition(&none_open), flush_timeout);
+    absl::MutexLock lock(&state.mu);
+    auto none_open = [&state]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) { return state.open == 0; };
+    state.mu.AwaitWithTimeout(absl::Condition(&none_open), flush_timeout);
   }
   for (const auto& c : live()) net::post(c->executor(), [c] { c->Close(); });
   {
-    absl::MutexLock lock(&impl.mu);
-    impl.connections.clear();
+    absl::MutexLock lock(&state.mu);
+    state.connections.clear();
   }
   // Everything left ends once the closes have run: the threads' work runs out.
   for (std::thread& t : impl.threads) t.join();

@@ -183,6 +183,10 @@ std::string Metrics::Render(const EngineStats& stats, const std::vector<int64_t>
   Header("moe_kv_cache_usage_ratio", "gauge", "Fraction of KV cache blocks in use.", &out);
   Sample("moe_kv_cache_usage_ratio",
          stats.total_blocks > 0 ? 1.0 - double(stats.free_blocks) / stats.total_blocks : 0.0, &out);
+  Header("moe_kv_cache_blocks_used", "gauge", "KV cache blocks held by sequences.", &out);
+  Sample("moe_kv_cache_blocks_used", stats.total_blocks - stats.free_blocks, &out);
+  Header("moe_kv_cache_blocks_total", "gauge", "KV cache blocks in all.", &out);
+  Sample("moe_kv_cache_blocks_total", stats.total_blocks, &out);
   Header("moe_active_streams", "gauge", "Generate streams open.", &out);
   Sample("moe_active_streams", active_streams, &out);
   Header("moe_routed_tokens_total", "counter", "Tokens routed to each expert, summed over layers.",

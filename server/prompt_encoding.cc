@@ -2,6 +2,7 @@
 #include "server/prompt_encoding.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/engine/request_validation.h"
 #include "server/field_error.h"
 
 namespace moe::server {
@@ -37,6 +38,10 @@ absl::StatusOr<std::vector<int32_t>> EncodeText(const std::string& text, bool ad
 absl::StatusOr<std::vector<int32_t>> EncodeConversation(const text::ChatTemplateInputs& inputs,
                                                         const ServingModel& serving,
                                                         const std::string& field) {
+  if (inputs.messages.size() > static_cast<size_t>(kRequestCaps.max_chat_messages)) {
+    return BadField(field, absl::StrCat("has ", inputs.messages.size(), " messages, at most ",
+                                        kRequestCaps.max_chat_messages));
+  }
   if (serving.tokenizer() == nullptr) return NeedsTokenizer(field);
   if (serving.chat_template() == nullptr) {
     return WithField(absl::FailedPreconditionError(

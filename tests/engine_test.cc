@@ -323,7 +323,7 @@ TEST_F(EngineTest, TimeLimitsAndTimingsCountFromSubmit) {
   EXPECT_EQ(limited_sink->choice().final->reason, FinishReason::kTimeLimit);
   EXPECT_GE(limited_sink->choice().final->timings.queue, absl::Milliseconds(250))
       << "never scheduled: all of its time was queue time";
-  const FinalOutput& timed = *timed_sink->choice().final;
+  const FinalOutput timed = *timed_sink->choice().final;  // choice() is a copy
   EXPECT_EQ(timed.reason, FinishReason::kLength);
   EXPECT_GE(timed.timings.queue, absl::Milliseconds(250));
   EXPECT_GE(timed.timings.time_to_first_token, absl::Milliseconds(250));

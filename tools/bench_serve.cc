@@ -5,13 +5,20 @@
 // OpenAI HTTP API, streaming; it prints request and token throughput, TTFT, TPOT, ITL and
 // E2EL (mean, median, p90, p99), and goodput under --goodput.
 //
+// For soaks (tools/soak.sh), --duration keeps requests coming for that long, cycling the
+// dataset, and clients misbehave on purpose: --cancel_fraction of them cancel at a random
+// token, --deadline_fraction send a short --deadline, --stall_fraction stop reading for
+// --stall after their first token. Those outcomes are counted apart; any other failure
+// makes the exit status 1.
+//
 //   moe-bench --backend grpc --address 127.0.0.1:50051 --num_prompts 200 --request_rate 8
-//   moe-bench --backend openai --base_url http://127.0.0.1:8000 --dataset_name random \
-//       --random_input_len 64 --random_output_len 32 --goodput ttft:200 tpot:20 --save_result
+//   moe-bench --backend openai --base_url http://127.0.0.1:8000 --random_input_len 64
+//       --random_output_len 32 --goodput ttft:200,tpot:20 --save_result      (one line)
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <random>
@@ -51,6 +58,13 @@ ABSL_FLAG(int, seed, 0, "seed of the dataset and the arrivals");
 ABSL_FLAG(bool, ignore_eos, true, "generate the full output length");
 ABSL_FLAG(int, num_warmups, 0, "requests sent (and not measured) before the run");
 ABSL_FLAG(std::vector<std::string>, goodput, {}, "service-level objectives, e.g. ttft:200,tpot:20 (ms)");
+ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(),
+          "if > 0, send requests for this long, cycling the dataset (--num_prompts is its size)");
+ABSL_FLAG(double, cancel_fraction, 0, "fraction of requests the client cancels at a random token");
+ABSL_FLAG(double, deadline_fraction, 0, "fraction of requests sent with --deadline");
+ABSL_FLAG(absl::Duration, deadline, absl::Milliseconds(200), "the short deadline of --deadline_fraction");
+ABSL_FLAG(double, stall_fraction, 0, "fraction of clients that stop reading for --stall after a token");
+ABSL_FLAG(absl::Duration, stall, absl::Seconds(5), "how long a stalled client stops reading");
 ABSL_FLAG(bool, save_result, false, "write the result as JSON");
 ABSL_FLAG(std::string, result_filename, "", "where --save_result writes (default: moe-bench-<backend>-<rate>.json)");
 
@@ -66,8 +80,18 @@ struct Sample {  // one request of the dataset
   int output_len = 0;
 };
 
+// What a client does with its request: read it to the end, or misbehave on purpose.
+enum class Fate { kRead, kCancel, kDeadline, kStall };
+
+struct Plan {
+  Fate fate = Fate::kRead;
+  int cancel_after = 0;  // kCancel: tokens read before the cancel (0: before the first)
+};
+
 struct Outcome {
+  Fate fate = Fate::kRead;
   bool ok = false;
+  bool as_planned = false;  // not ok, but the cancel or the deadline the plan asked for
   std::string error;
   int output_tokens = 0;
   double ttft = 0, e2el = 0;  // seconds
@@ -120,7 +144,11 @@ class Client {
     chat_ = backend == "openai-chat";
   }
 
-  Outcome Send(const Sample& s) { return stub_ ? SendGrpc(s) : SendHttp(s); }
+  Outcome Send(const Sample& s, const Plan& plan = {}) {
+    Outcome out = stub_ ? SendGrpc(s, plan) : SendHttp(s, plan);
+    out.fate = plan.fate;
+    return out;
+  }
 
   absl::Status ResolveModel() {
     if (stub_ || !absl::GetFlag(FLAGS_model).empty()) {
@@ -135,7 +163,7 @@ class Client {
   }
 
  private:
-  Outcome SendGrpc(const Sample& s) {
+  Outcome SendGrpc(const Sample& s, const Plan& plan) {
     v1::GenerateRequest r;
     if (s.ids.empty()) {
       r.set_text(s.text);
@@ -149,8 +177,11 @@ class Client {
     grpc::ClientContext context;
     Outcome out;
     const absl::Time start = absl::Now();
+    if (plan.fate == Fate::kDeadline) context.set_deadline(absl::ToChronoTime(start + absl::GetFlag(FLAGS_deadline)));
     absl::Time last = start;
     auto reader = stub_->Generate(&context, r);
+    int tokens = 0;
+    if (plan.fate == Fate::kCancel && plan.cancel_after == 0) context.TryCancel();
     v1::GenerateResponse response;
     while (reader->Read(&response)) {
       if (response.has_final()) {
@@ -159,15 +190,22 @@ class Client {
       }
       if (response.chunk().token_ids().empty()) continue;
       Chunk(start, &last, &out);
+      tokens += response.chunk().token_ids().size();
+      if (plan.fate == Fate::kCancel && tokens >= plan.cancel_after) context.TryCancel();
+      if (plan.fate == Fate::kStall && tokens == response.chunk().token_ids().size()) {
+        absl::SleepFor(absl::GetFlag(FLAGS_stall));
+      }
     }
     const grpc::Status status = reader->Finish();
     out.ok = status.ok();
+    out.as_planned = (plan.fate == Fate::kCancel && status.error_code() == grpc::StatusCode::CANCELLED) ||
+                     (plan.fate == Fate::kDeadline && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
     if (!out.ok) out.error = status.error_message();
     out.e2el = absl::ToDoubleSeconds(absl::Now() - start);
     return out;
   }
 
-  Outcome SendHttp(const Sample& s) {
+  Outcome SendHttp(const Sample& s, const Plan& plan) {
     json body = {{"model", model_},           {"max_tokens", s.output_len},
                  {"temperature", 0},          {"ignore_eos", absl::GetFlag(FLAGS_ignore_eos)},
                  {"stream", true},            {"stream_options", {{"include_usage", true}}}};
@@ -179,7 +217,8 @@ class Client {
       body["prompt"] = s.ids;
     }
     httplib::Client client(absl::GetFlag(FLAGS_base_url));
-    client.set_read_timeout(600, 0);
+    const absl::Duration deadline = plan.fate == Fate::kDeadline ? absl::GetFlag(FLAGS_deadline) : absl::Seconds(600);
+    client.set_read_timeout(absl::ToChronoMicroseconds(deadline));
     httplib::Request req;
     req.method = "POST";
     req.path = chat_ ? "/v1/chat/completions" : "/v1/completions";
@@ -189,7 +228,13 @@ class Client {
     const absl::Time start = absl::Now();
     absl::Time last = start;
     std::string pending;
+    int tokens = 0;
+    bool stopped = false;  // by the plan: a cancel, or the deadline
     req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+      if ((plan.fate == Fate::kDeadline && absl::Now() - start > deadline) ||
+          (plan.fate == Fate::kCancel && tokens >= plan.cancel_after)) {
+        return !(stopped = true);
+      }
       pending.append(data, n);
       for (size_t end; (end = pending.find("\n\n")) != std::string::npos; pending.erase(0, end + 2)) {
         if (pending.compare(0, 6, "data: ") != 0 || pending.compare(6, 6, "[DONE]") == 0) continue;
@@ -206,7 +251,10 @@ class Client {
                                               ? c["delta"]["content"].get<std::string>()
                                               : "")
                                        : c.value("text", "");
-        if (!text.empty()) Chunk(start, &last, &out);
+        if (text.empty()) continue;
+        Chunk(start, &last, &out);
+        if (++tokens == 1 && plan.fate == Fate::kStall) absl::SleepFor(absl::GetFlag(FLAGS_stall));
+        if (plan.fate == Fate::kCancel && tokens >= plan.cancel_after) return !(stopped = true);
       }
       return true;
     };
@@ -215,6 +263,8 @@ class Client {
     const bool sent = client.send(req, res, error);
     out.e2el = absl::ToDoubleSeconds(absl::Now() - start);
     out.ok = sent && res.status == 200 && out.error.empty();
+    // A deadline that passed with nothing to read ends as a read timeout.
+    out.as_planned = !sent && (stopped || (plan.fate == Fate::kDeadline && error == httplib::Error::Read));
     if (!sent) out.error = httplib::to_string(error);
     if (sent && res.status != 200) out.error = absl::StrCat("HTTP ", res.status);
     return out;
@@ -290,48 +340,79 @@ int main(int argc, char** argv) {
 
   const double rate = absl::GetFlag(FLAGS_request_rate), burstiness = absl::GetFlag(FLAGS_burstiness);
   std::gamma_distribution<double> gap(burstiness, rate > 0 && std::isfinite(rate) ? 1.0 / (rate * burstiness) : 0);
+  std::uniform_real_distribution<double> unit(0, 1);
+  const double cancels = absl::GetFlag(FLAGS_cancel_fraction), deadlines = absl::GetFlag(FLAGS_deadline_fraction),
+               stalls = absl::GetFlag(FLAGS_stall_fraction);
+  if (cancels < 0 || deadlines < 0 || stalls < 0 || cancels + deadlines + stalls > 1) {
+    std::fprintf(stderr, "moe-bench: --cancel_fraction, --deadline_fraction and --stall_fraction must be >= 0 and sum to at most 1\n");
+    return 2;
+  }
+  auto plan = [&](const Sample& s) {
+    const double u = unit(rng);
+    Plan p;
+    if (u < cancels) {
+      p.fate = Fate::kCancel;
+      p.cancel_after = std::uniform_int_distribution<int>(0, std::max(0, s.output_len - 1))(rng);
+    } else if (u < cancels + deadlines) {
+      p.fate = Fate::kDeadline;
+    } else if (u < cancels + deadlines + stalls) {
+      p.fate = Fate::kStall;
+    }
+    return p;
+  };
   const int limit = absl::GetFlag(FLAGS_max_concurrency);
+  const absl::Duration soak = absl::GetFlag(FLAGS_duration);
   absl::Mutex mu;
-  int inflight = 0;
-  std::vector<Outcome> outcomes(std::min<size_t>(n, samples.size()));
-  std::vector<std::thread> threads;
+  int inflight = 0;               // guarded by mu
+  std::deque<Outcome> outcomes;   // one per request sent; a thread writes its own
+  std::vector<size_t> sample_of;  // the sample each request sent
   const absl::Time start = absl::Now();
   absl::Time next = start;
-  for (size_t i = 0; i < outcomes.size(); ++i) {
+  for (size_t i = 0; soak > absl::ZeroDuration() ? absl::Now() - start < soak : i < samples.size() && static_cast<int>(i) < n; ++i) {
     if (std::isfinite(rate)) {
       next += absl::Seconds(gap(rng));
       absl::SleepFor(next - absl::Now());
     }
-    if (limit > 0) {
-      absl::MutexLock lock(&mu);
-      mu.Await(absl::Condition(+[](int* x) { return *x < absl::GetFlag(FLAGS_max_concurrency); }, &inflight));
-      ++inflight;
-    }
-    threads.emplace_back([&, i] {
-      outcomes[i] = client.Send(samples[i]);
-      if (limit > 0) {
-        absl::MutexLock lock(&mu);
-        --inflight;
-      }
-    });
+    const Sample& sample = samples[i % std::min<size_t>(n, samples.size())];
+    absl::MutexLock lock(&mu);
+    if (limit > 0) mu.Await(absl::Condition(+[](int* x) { return *x < absl::GetFlag(FLAGS_max_concurrency); }, &inflight));
+    ++inflight;
+    Outcome* outcome = &outcomes.emplace_back();  // a deque's elements stay where they are
+    sample_of.push_back(i % std::min<size_t>(n, samples.size()));
+    std::thread([&client, &mu, &inflight, outcome, s = &sample, p = plan(sample)] {  // detached: gives its stack back when done
+      *outcome = client.Send(*s, p);
+      absl::MutexLock done(&mu);
+      --inflight;
+    }).detach();
   }
-  for (std::thread& t : threads) t.join();
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* x) { return *x == 0; }, &inflight));
+  }
   const double duration = absl::ToDoubleSeconds(absl::Now() - start);
 
-  int completed = 0, good = 0;
+  int completed = 0, good = 0, cancelled = 0, expired = 0, stalled = 0;
   int64_t input_tokens = 0, output_tokens = 0;
   std::vector<double> ttfts, tpots, itls, e2els;
   json errors = json::array(), input_lens = json::array(), output_lens = json::array();
   for (size_t i = 0; i < outcomes.size(); ++i) {
     const Outcome& o = outcomes[i];
+    if (o.as_planned) {
+      ++(o.fate == Fate::kCancel ? cancelled : expired);
+      continue;
+    }
     if (!o.ok) {
       errors.push_back(o.error);
       continue;
     }
     ++completed;
-    input_tokens += samples[i].input_len;
+    input_tokens += samples[sample_of[i]].input_len;
     output_tokens += o.output_tokens;
-    input_lens.push_back(samples[i].input_len);
+    if (o.fate != Fate::kRead) {  // its latencies are the client's doing
+      stalled += o.fate == Fate::kStall;
+      continue;
+    }
+    input_lens.push_back(samples[sample_of[i]].input_len);
     output_lens.push_back(o.output_tokens);
     ttfts.push_back(o.ttft);
     e2els.push_back(o.e2el);
@@ -348,6 +429,11 @@ int main(int argc, char** argv) {
   std::printf("%-40s %s\n", "Backend:", backend.c_str());
   std::printf("%-40s %s\n", "Request rate:", std::isfinite(rate) ? absl::StrCat(rate).c_str() : "inf");
   std::printf("%-40s %d\n", "Successful requests:", completed);
+  if (cancels + deadlines + stalls > 0) {
+    std::printf("%-40s %d\n", "Cancelled by the client:", cancelled);
+    std::printf("%-40s %d\n", "Past their short deadline:", expired);
+    std::printf("%-40s %d\n", "Stalled readers that completed:", stalled);
+  }
   std::printf("%-40s %zu\n", "Failed requests:", errors.size());
   std::printf("%-40s %.2f\n", "Benchmark duration (s):", duration);
   std::printf("%-40s %lld\n", "Total input tokens:", static_cast<long long>(input_tokens));
@@ -382,6 +468,9 @@ int main(int argc, char** argv) {
               {"max_concurrency", limit > 0 ? json(limit) : json(nullptr)},
               {"duration", duration},
               {"completed", completed},
+              {"cancelled", cancelled},
+              {"deadline_exceeded", expired},
+              {"stalled_completed", stalled},
               {"total_input_tokens", input_tokens},
               {"total_output_tokens", output_tokens},
               {"request_throughput", completed / duration},

@@ -380,11 +380,16 @@ void SampleRows(const Tensor& logits, const SamplingBatch& sampling, StepSamples
   if (rows == 0) return;  // a step of prompt chunks only: its logits may be empty
   CHECK_EQ(logits.dim(0), rows);
   const int64_t V = logits.dim(1);
-  static thread_local RowSampler sampler;
+  // One sampler per thread of the calling thread's team, owned by the calling thread: a
+  // thread_local in OpenMP's pool threads is never freed (LeakSanitizer reports it at exit).
+  thread_local std::vector<RowSampler> samplers;
+  const size_t team = rows > 1 ? omp_get_max_threads() : 1;
+  if (samplers.size() < team) samplers.resize(team);
+  RowSampler* const sampler = samplers.data();  // the name `samplers` is per thread inside the region
 #pragma omp parallel for schedule(dynamic, 1) if (rows > 1)
   for (int r = 0; r < rows; ++r) {
     const RowSampler::Result s =
-        sampler.Sample(absl::MakeConstSpan(logits.Row<float>(r), V), sampling.rows[r], sampling.adjustments_of(r),
+        sampler[omp_get_thread_num()].Sample(absl::MakeConstSpan(logits.Row<float>(r), V), sampling.rows[r], sampling.adjustments_of(r),
                        absl::MakeSpan(out.top).subspan(static_cast<size_t>(r) * out.top_n, out.top_n));
     out.tokens[r] = s.token;
     out.logprobs[r] = s.logprob;

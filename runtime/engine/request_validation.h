@@ -27,6 +27,7 @@ struct RequestCaps {
   int max_stop_strings = 16;        // matched on every new token's text
   int max_stop_string_bytes = 256;
   int max_cache_salt_bytes = 256;   // hashed at every prefix-cache lookup
+  int max_chat_messages = 4096;     // rendered with the chat template, then encoded
 };
 inline constexpr RequestCaps kRequestCaps{};
 

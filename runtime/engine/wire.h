@@ -70,7 +70,7 @@ class WireReader {
     if (!n.ok()) return n.status();
     if (*n > rest_.size() / sizeof(T)) return Truncated();
     std::vector<T> values(*n);
-    std::memcpy(values.data(), rest_.data(), *n * sizeof(T));
+    if (*n > 0) std::memcpy(values.data(), rest_.data(), *n * sizeof(T));  // an empty vector's data() may be null
     rest_.remove_prefix(*n * sizeof(T));
     return values;
   }

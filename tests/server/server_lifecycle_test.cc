@@ -373,6 +373,8 @@ TEST_F(ServerLifecycleTest, MetricsModelInfoAndLoadCountWhatWasServed) {
   EXPECT_EQ(MetricValue(metrics, "moe_request_queue_time_seconds_bucket{le=\"+Inf\"}"), 3);
   EXPECT_EQ(MetricValue(metrics, "moe_requests_running"), 0);
   EXPECT_EQ(MetricValue(metrics, "moe_kv_cache_usage_ratio"), 0);
+  EXPECT_EQ(MetricValue(metrics, "moe_kv_cache_blocks_used"), 0);
+  EXPECT_EQ(MetricValue(metrics, "moe_kv_cache_blocks_total"), GetLoad().kv_blocks_total());
   double routed_in_metrics = 0;
   for (int e = 0; e < kServerModelExperts; ++e) {
     routed_in_metrics +=

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "runtime/engine/request_validation.h"
 #include "tests/server/server_process.h"
 #include "tests/server/server_test_util.h"
 #include "tests/test_util.h"
@@ -64,6 +65,15 @@ std::vector<BadCase> BadCases() {
       {"chat message without role",
        [](auto& r) { r.mutable_chat()->add_messages()->set_content("hi"); },
        "input.chat.messages[0].role"},
+      {"too many chat messages",
+       [](auto& r) {
+         for (int i = 0; i < kRequestCaps.max_chat_messages + 1; ++i) {
+           auto* m = r.mutable_chat()->add_messages();
+           m->set_role("user");
+           m->set_content("hi");
+         }
+       },
+       "input.chat has 4097 messages, at most 4096"},
       {"max_tokens zero", [](auto& r) { r.mutable_stopping()->set_max_tokens(0); },
        "stopping.max_tokens"},
       {"min_tokens above max_tokens", [](auto& r) { r.mutable_stopping()->set_min_tokens(10); },
