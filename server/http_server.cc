@@ -600,6 +600,10 @@ void HttpServer::Stop(absl::Duration flush_timeout) {
   // Everything left ends once the closes have run: the threads' work runs out.
   for (std::thread& t : impl.threads) t.join();
   impl.threads.clear();
+  // A close posted as the threads ran out of work runs here: left queued, it would hold its
+  // connection, which holds the io_context that holds it, and none of them would be freed.
+  state.io.restart();
+  state.io.run();
 }
 
 }  // namespace moe::server
