@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "runtime/status_macros.h"
 #include "server/log.h"
+#include "server/tls_context.h"
 
 namespace moe::server {
 namespace {
@@ -453,31 +454,7 @@ void Exchange::Close() {
   net::post(connection_->executor(), [connection = connection_] { connection->Close(); });
 }
 
-// The server's side of TLS 1.2 and 1.3 with `tls`'s certificate, and, with a client CA, a
-// certificate from each client that it signed.
-absl::StatusOr<net::ssl::context> TlsContext(const TlsOptions& tls) {
-  net::ssl::context context(net::ssl::context::tls_server);
-  context.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                      net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
-  beast::error_code ec;
-  auto failed = [&ec](const char* what) {
-    return absl::InvalidArgumentError(absl::StrCat("TLS: bad ", what, ": ", ec.message()));
-  };
-  if (context.use_certificate_chain(net::buffer(tls.certificate_chain), ec)) return failed("certificate chain");
-  if (context.use_private_key(net::buffer(tls.private_key), net::ssl::context::pem, ec)) return failed("private key");
-  if (SSL_CTX_check_private_key(context.native_handle()) != 1) {
-    return absl::InvalidArgumentError("TLS: the private key is not the certificate's");
-  }
-  if (!tls.client_ca.empty()) {
-    if (context.add_certificate_authority(net::buffer(tls.client_ca), ec)) return failed("client CA");
-    context.set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
-  }
-  return context;
-}
-
 }  // namespace
-
-absl::Status CheckTls(const TlsOptions& tls) { return TlsContext(tls).status(); }
 
 std::string_view HttpRequest::Header(std::string_view name) const {
   for (const auto& [n, value] : headers) {
@@ -538,7 +515,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
   const HttpServerOptions& o = impl->state->options;
   if (o.io_threads < 1) return absl::InvalidArgumentError("the HTTP server needs at least one I/O thread");
   if (o.tls.enabled()) {
-    ASSIGN_OR_RETURN(impl->state->tls, TlsContext(o.tls));
+    ASSIGN_OR_RETURN(impl->state->tls, MakeTlsContext(o.tls));
   }
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(o.host, ec);

@@ -76,10 +76,6 @@ struct HttpServerOptions {
   TlsOptions tls;  // enabled: HTTPS only (a plaintext client's connection is dropped)
 };
 
-// OK if `tls`'s certificate chain, key and client CA parse and the key is the certificate's;
-// else INVALID_ARGUMENT naming the part.
-absl::Status CheckTls(const TlsOptions& tls);
-
 class HttpServer {
  public:
   // Binds host:port and serves on `io_threads` background threads.

@@ -31,6 +31,7 @@
 #include "runtime/text/tokenizer_config.h"
 #include "server/generation_service.h"
 #include "server/http_server.h"
+#include "server/tls_context.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/openai_api.h"
