@@ -353,6 +353,7 @@ class OpenAiSdkTest(unittest.TestCase):
             (chat, {"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, None, "messages[0].role"),
             (chat, {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, None,
              "messages[0].content[0].type"),
+            (chat, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}] * 4097}, None, "messages"),
             ("/v1/completions", {"model": MODEL, "prompt": [5, 99999]}, None, "prompt[1]"),
             ("/v1/completions", {"model": MODEL, "prompt": ""}, None, "prompt"),  # from prompt encoding
             ("/v1/completions", {"model": MODEL, "prompt": ["ok", ""]}, None, "prompt[1]"),
