@@ -4,7 +4,7 @@
 #   tools/soak.sh [--minutes 30] [--model DIR] [--out /tmp/moe-soak]
 #
 # It serves --model (default: the demo model) with a small batch and KV cache, so that the
-# queue stays non-empty and sequences are preempted, and runs two moe-bench clients at once
+# queue stays non-empty and the cache holds less than a full batch, and runs two moe-bench clients at once
 # for --minutes, one over gRPC and one over the OpenAI HTTP API, each with 30% of requests
 # cancelled at a random token, 10% sent with a 100 ms deadline and 5% of clients that stop
 # reading for 3 s. Every 10 s it records the server's resident memory and its /metrics
