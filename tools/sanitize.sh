@@ -46,6 +46,10 @@ if [[ "$preset" == tsan ]]; then
   tsan_abseil
   export LD_LIBRARY_PATH="$repo/build-tsan/abseil/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export TSAN_OPTIONS="suppressions=$repo/tools/tsan.supp:${TSAN_OPTIONS:-}"
+  # One OpenMP thread: libgomp is not built with TSan either, so its barriers would look like
+  # no synchronization and every parallel loop be reported. The engine's and the servers'
+  # own threads are what this run checks.
+  export OMP_NUM_THREADS=1
 fi
 # The OpenAI SDK tests' venv, in the sanitizer build (they run its moe-server).
 MOE_BUILD="$repo/build-$preset" source "$repo/scripts/lib/setup.sh"
@@ -66,11 +70,7 @@ case "$preset" in
     # it loads and unloads) until exit, which LeakSanitizer reports with no frame of ours.
     # Everything else ASan and UBSan check still holds there.
     ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" run -L ep -LE cuda_emu || rc=1 ;;
-  tsan)
-    # One OpenMP thread: libgomp is not built with TSan, so its barriers look like no
-    # synchronization and every parallel loop would be reported. The engine's and the
-    # servers' own threads are what this run checks.
-    OMP_NUM_THREADS=1 run -R "Engine|Server|Http|openai|batch" || rc=1 ;;
+  tsan) run -R "Engine|Server|Http|openai|batch" || rc=1 ;;
   *) echo "unknown preset: $preset (asan or tsan)" >&2; exit 2 ;;
 esac
 exit $rc
