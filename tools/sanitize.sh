@@ -17,8 +17,10 @@ cmake --build "build-$preset" -j "$(nproc)" >&2
 # TSan must see every lock, and Debian's abseil is not built with it: absl::Mutex would look
 # like no synchronization at all, and every guarded member like a race. So the same abseil
 # source (Debian's, its version and patches) is built with -fsanitize=thread once, into
-# build-tsan/abseil, and replaces the system's at run time (same sonames, same ABI); gRPC
-# then takes its locks through it too.
+# build-tsan/abseil, and replaces the system's at run time (same sonames, same ABI): the
+# preset links every program with that directory as its RPATH, which the libraries they
+# load (gRPC's among them) are found through too. Not LD_LIBRARY_PATH: a test's Python
+# client would load the TSan abseil without the TSan runtime.
 tsan_abseil() {
   local prefix="$repo/build-tsan/abseil" pkg version work
   [[ -f "$prefix/built" ]] && return 0
@@ -44,7 +46,6 @@ tsan_abseil() {
 }
 if [[ "$preset" == tsan ]]; then
   tsan_abseil
-  export LD_LIBRARY_PATH="$repo/build-tsan/abseil/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export TSAN_OPTIONS="suppressions=$repo/tools/tsan.supp:${TSAN_OPTIONS:-}"
   # One OpenMP thread: libgomp is not built with TSan either, so its barriers would look like
   # no synchronization and every parallel loop be reported. The engine's and the servers'

@@ -148,8 +148,11 @@ TEST_F(ServerLifecycleTest, SixtyFourStreamsWithCancelsAndDeadlinesLeaveNothingB
   const std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_EQ(MetricValue(metrics, "moe_requests_finished_total{reason=\"length\"}"),
             64 - 21 - deadlines_hit);
-  EXPECT_EQ(MetricValue(metrics, "moe_requests_finished_total{reason=\"aborted\"}"),
-            21 + deadlines_hit);
+  // Every cancel came after its third chunk, so the engine aborted it; a deadline may have
+  // passed before the server took the request at all (a slow machine, a sanitizer).
+  const double aborted = MetricValue(metrics, "moe_requests_finished_total{reason=\"aborted\"}");
+  EXPECT_GE(aborted, 21);
+  EXPECT_LE(aborted, 21 + deadlines_hit);
 
   const Streamed after = StreamGenerate(*stub_, Request({9, 9, 9}, 8));
   EXPECT_TRUE(after.status.ok()) << "the server should keep serving: "
