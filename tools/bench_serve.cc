@@ -181,6 +181,7 @@ class Client {
     absl::Time last = start;
     auto reader = stub_->Generate(&context, r);
     int tokens = 0;
+    bool stalled = false;
     if (plan.fate == Fate::kCancel && plan.cancel_after == 0) context.TryCancel();
     v1::GenerateResponse response;
     while (reader->Read(&response)) {
@@ -192,7 +193,8 @@ class Client {
       Chunk(start, &last, &out);
       tokens += response.chunk().token_ids().size();
       if (plan.fate == Fate::kCancel && tokens >= plan.cancel_after) context.TryCancel();
-      if (plan.fate == Fate::kStall && tokens == response.chunk().token_ids().size()) {
+      if (plan.fate == Fate::kStall && !stalled) {  // after the first chunk
+        stalled = true;
         absl::SleepFor(absl::GetFlag(FLAGS_stall));
       }
     }
@@ -373,12 +375,13 @@ int main(int argc, char** argv) {
       next += absl::Seconds(gap(rng));
       absl::SleepFor(next - absl::Now());
     }
-    const Sample& sample = samples[i % std::min<size_t>(n, samples.size())];
+    const size_t k = i % std::min<size_t>(n, samples.size());  // the sample this request sends
+    const Sample& sample = samples[k];
     absl::MutexLock lock(&mu);
     if (limit > 0) mu.Await(absl::Condition(+[](int* x) { return *x < absl::GetFlag(FLAGS_max_concurrency); }, &inflight));
     ++inflight;
     Outcome* outcome = &outcomes.emplace_back();  // a deque's elements stay where they are
-    sample_of.push_back(i % std::min<size_t>(n, samples.size()));
+    sample_of.push_back(k);
     std::thread([&client, &mu, &inflight, outcome, s = &sample, p = plan(sample)] {  // detached: gives its stack back when done
       *outcome = client.Send(*s, p);
       absl::MutexLock done(&mu);

@@ -388,9 +388,9 @@ void SampleRows(const Tensor& logits, const SamplingBatch& sampling, StepSamples
   RowSampler* const sampler = samplers.data();  // the name `samplers` is per thread inside the region
 #pragma omp parallel for schedule(dynamic, 1) if (rows > 1)
   for (int r = 0; r < rows; ++r) {
-    const RowSampler::Result s =
-        sampler[omp_get_thread_num()].Sample(absl::MakeConstSpan(logits.Row<float>(r), V), sampling.rows[r], sampling.adjustments_of(r),
-                       absl::MakeSpan(out.top).subspan(static_cast<size_t>(r) * out.top_n, out.top_n));
+    const RowSampler::Result s = sampler[omp_get_thread_num()].Sample(
+        absl::MakeConstSpan(logits.Row<float>(r), V), sampling.rows[r], sampling.adjustments_of(r),
+        absl::MakeSpan(out.top).subspan(static_cast<size_t>(r) * out.top_n, out.top_n));
     out.tokens[r] = s.token;
     out.logprobs[r] = s.logprob;
   }
