@@ -65,7 +65,7 @@ MOE_AVX512 void Tile(const GemmOperands& g, int64_t m0, int64_t n0) {
   if constexpr (MR == 1) {
     // One row of x: each row of w is read kUnroll steps at a time, so that the tile reads
     // longer runs of memory; every sum still runs in order over k.
-    constexpr int kUnroll = 4;
+    constexpr int kUnroll = 8;
     for (; k + kUnroll * In::kStep <= full; k += kUnroll * In::kStep) {
       decltype(In::X(nullptr, 0, 0)) xv[kUnroll];
 #pragma GCC unroll 4
@@ -114,7 +114,10 @@ MOE_AVX512 void Columns(const GemmOperands& g, int64_t n_begin, int64_t n_end) {
     switch (g.M - m) {
       case 3: Rows<In, 3, 4>(g, m, nb, ne); break;
       case 2: Rows<In, 2, 6>(g, m, nb, ne); break;
-      case 1: Rows<In, 1, 8>(g, m, nb, ne); break;
+      // One row of x is bound by the bytes of w: w is read one row at a time, one stream of
+      // memory, which the prefetchers follow at full bandwidth (eight rows side by side, eight
+      // streams 2K..8K apart, read at about two thirds of it).
+      case 1: Rows<In, 1, 1>(g, m, nb, ne); break;
       default: break;
     }
   }
