@@ -13,6 +13,14 @@ namespace {
 // Rows of w converted and reused together; 4 dot products share each load of x.
 constexpr int64_t kRowBlock = 16;
 
+// Elements between rows of the bf16 copy of x: K rounded up to a cache line, and a line more
+// where rows would otherwise be a multiple of 1 KiB apart, so that the rows a tile reads side
+// by side fall in different sets of the L1 cache instead of evicting one another (K = 2048:
+// 4 KiB apart, every row in the same sets).
+int64_t RoundedRowStride(int64_t K) {
+  const int64_t stride = (K + 31) / 32 * 32;
+  return stride % 512 == 0 ? stride + 32 : stride;
+}
 
 // out[r] = dot(x, w + r*k) for r in 0..3, four independent accumulation chains.
 inline void Dot4(const float* x, const float* w, int64_t k, float* out) {
@@ -92,11 +100,13 @@ void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
   auto rounds = [inputs](const LinearProduct& p) { return p.w.dtype() == DType::kBF16 && inputs == GemmInputs::kBF16; };
 
   if (avx512::Available()) {
-    // Every product's bf16 copy of x, in one buffer that lives as long as the thread.
+    // Every product's bf16 copy of x, in one buffer that lives as long as the thread, its rows
+    // RoundedRowStride apart.
     thread_local std::vector<uint16_t> x_bf16;
     std::vector<int64_t> x_offset(products.size() + 1, 0);
     for (size_t i = 0; i < products.size(); ++i) {
-      x_offset[i + 1] = x_offset[i] + (rounds(products[i]) ? products[i].x.numel() : 0);
+      const Tensor& x = products[i].x;
+      x_offset[i + 1] = x_offset[i] + (rounds(products[i]) ? x.dim(0) * RoundedRowStride(x.dim(1)) : 0);
     }
     if (static_cast<int64_t>(x_bf16.size()) < x_offset.back()) x_bf16.resize(x_offset.back());
     // One work list over every product: a block is avx512::kColumnBlock rows of one w.
@@ -107,7 +117,7 @@ void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
       Tensor& y = products[i].y;
       const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
       operands.push_back({.x = rounds(products[i]) ? static_cast<const void*>(x_bf16.data() + x_offset[i]) : x.raw(),
-                          .x_stride = K,
+                          .x_stride = rounds(products[i]) ? RoundedRowStride(K) : K,
                           .w = w.raw(),
                           .w_stride = K,
                           .y = y.data<float>(),
@@ -127,7 +137,9 @@ void Linear(std::span<const LinearProduct> products, GemmInputs inputs) {
       for (int i = 0; i < num_products; ++i) {
         const Tensor& x = products[i].x;
         if (!operands[i].bf16_inputs) continue;
-        avx512::RoundToBf16(x.data<float>(), x_round + x_offset[i], x.numel());
+        for (int64_t t = 0; t < x.dim(0); ++t) {
+          avx512::RoundToBf16(x.Row<float>(t), x_round + x_offset[i] + t * operands[i].x_stride, x.dim(1));
+        }
       }
 #pragma omp for schedule(static)
       for (int64_t b = 0; b < num_blocks; ++b) {

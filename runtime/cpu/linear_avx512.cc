@@ -48,6 +48,23 @@ MOE_AVX512 inline float LaneSum(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
+// One step of k for an MR x NR tile: MR vectors of x against NR of w, `mask` choosing the
+// elements loaded (all of them but at the tail).
+template <class In, int MR, int NR>
+MOE_AVX512 [[gnu::always_inline]] inline void Step(const char* const (&x)[MR], const char* const (&w)[NR],
+                                                  bool w_bf16, int64_t k, __mmask32 mask,
+                                                  __m512 (&acc)[MR][NR]) {
+  decltype(In::X(nullptr, 0, 0)) xv[MR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) xv[i] = In::X(x[i], k, mask);
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) {
+    const auto wv = In::W(w_bf16, w[j], k, mask);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) acc[i][j] = In::Madd(acc[i][j], xv[i], wv);
+  }
+}
+
 // y[m0 .. m0+MR, n0 .. n0+NR]: MR x NR dot products side by side.
 template <class In, int MR, int NR>
 MOE_AVX512 void Tile(const GemmOperands& g, int64_t m0, int64_t n0) {
@@ -57,46 +74,35 @@ MOE_AVX512 void Tile(const GemmOperands& g, int64_t m0, int64_t n0) {
   const char* w[NR];
   for (int i = 0; i < MR; ++i) x[i] = static_cast<const char*>(g.x) + (m0 + i) * g.x_stride * in_bytes;
   for (int j = 0; j < NR; ++j) w[j] = static_cast<const char*>(g.w) + (n0 + j) * g.w_stride * w_bytes;
+  // Every loop over the tile unrolled, this one and the last too: GCC keeps the accumulators
+  // in registers only then (otherwise it stores all of them at every step).
   __m512 acc[MR][NR];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   const int64_t full = g.K / In::kStep * In::kStep;
   int64_t k = 0;
-  if constexpr (MR == 1) {
-    // One row of x: each row of w is read kUnroll steps at a time, so that the tile reads
-    // longer runs of memory; every sum still runs in order over k.
+  if constexpr (MR == 1 && NR == 1) {
+    // One row of w at a time (bound by its bytes): kUnroll steps per pass, so that more loads
+    // are in flight; the sum still runs in order over k.
     constexpr int kUnroll = 8;
     for (; k + kUnroll * In::kStep <= full; k += kUnroll * In::kStep) {
-      decltype(In::X(nullptr, 0, 0)) xv[kUnroll];
-#pragma GCC unroll 4
-      for (int u = 0; u < kUnroll; ++u) xv[u] = In::X(x[0], k + u * In::kStep, kAll);
 #pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) {
-#pragma GCC unroll 4
-        for (int u = 0; u < kUnroll; ++u) {
-          acc[0][j] = In::Madd(acc[0][j], xv[u], In::W(g.w_bf16, w[j], k + u * In::kStep, kAll));
-        }
-      }
+      for (int u = 0; u < kUnroll; ++u) Step<In, 1, 1>(x, w, g.w_bf16, k + u * In::kStep, kAll, acc);
     }
   }
-  // The same step for whole vectors and for the masked tail. (Written out, not a lambda:
-  // GCC keeps a captured accumulator array in memory, a store per product.)
-  for (__mmask32 mask = kAll; k < g.K; k += In::kStep) {
-    if (k >= full) mask = static_cast<__mmask32>((uint64_t{1} << (g.K - full)) - 1);
-    decltype(In::X(nullptr, 0, 0)) xv[MR];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) xv[i] = In::X(x[i], k, mask);
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      const auto wv = In::W(g.w_bf16, w[j], k, mask);
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) acc[i][j] = In::Madd(acc[i][j], xv[i], wv);
-    }
+  // Whole vectors, then the masked tail: the step is the same, so is every sum's order.
+  for (; k < full; k += In::kStep) Step<In, MR, NR>(x, w, g.w_bf16, k, kAll, acc);
+  if (k < g.K) {
+    const auto tail = static_cast<__mmask32>((uint64_t{1} << (g.K - full)) - 1);
+    Step<In, MR, NR>(x, w, g.w_bf16, k, tail, acc);
   }
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) g.y[(m0 + i) * g.y_stride + n0 + j] = LaneSum(acc[i][j]);
 }
-
 
 template <class In, int MR, int NR>
 MOE_AVX512 void Rows(const GemmOperands& g, int64_t m0, int64_t n_begin, int64_t n_end) {
