@@ -11,12 +11,23 @@
 namespace moe {
 namespace {
 
-// y = x @ w^T (+ bias): [T, N].
-Tensor Project(const Tensor& x, const Tensor& w, const Tensor& bias, cpu::GemmInputs inputs) {
-  Tensor y = Tensor::Empty(DType::kF32, {x.dim(0), w.dim(0)});
-  cpu::Linear(x, w, y, inputs);
-  if (bias.defined()) cpu::AddBias(bias, y);
-  return y;
+// The q, k and v projections of x [T, D], as one group of products (one wake-up of the
+// threads, not three), biases added where the checkpoint has them.
+struct Qkv {
+  Tensor q, k, v;  // [T, H*hd], [T, KVH*hd], [T, KVH*hd]
+};
+Qkv Project(const AttentionWeights& w, const Tensor& x, cpu::GemmInputs inputs) {
+  const int64_t T = x.dim(0);
+  Qkv out{.q = Tensor::Empty(DType::kF32, {T, w.q_proj.dim(0)}),
+          .k = Tensor::Empty(DType::kF32, {T, w.k_proj.dim(0)}),
+          .v = Tensor::Empty(DType::kF32, {T, w.v_proj.dim(0)})};
+  const cpu::LinearProduct products[] = {
+      {.x = x, .w = w.q_proj, .y = out.q}, {.x = x, .w = w.k_proj, .y = out.k}, {.x = x, .w = w.v_proj, .y = out.v}};
+  cpu::Linear(products, inputs);
+  if (w.q_bias.defined()) cpu::AddBias(w.q_bias, out.q);
+  if (w.k_bias.defined()) cpu::AddBias(w.k_bias, out.k);
+  if (w.v_bias.defined()) cpu::AddBias(w.v_bias, out.v);
+  return out;
 }
 
 // RMSNorm over each head ([T*heads, hd] rows) or over the whole projection ([T, heads*hd]).
@@ -31,9 +42,7 @@ void QkNormalize(const Tensor& weight, const MoeConfig& c, int heads, Tensor& x)
 void SelfAttention(const AttentionWeights& w, const MoeConfig& c, cpu::GemmInputs inputs, const Tensor& x,
                    const StepBatch& batch, LayerKv kv, Tensor& out) {
   const int64_t T = x.dim(0), H = c.num_heads, KVH = c.num_kv_heads, hd = c.head_dim;
-  Tensor q = Project(x, w.q_proj, w.q_bias, inputs);  // [T, H*hd]
-  Tensor k = Project(x, w.k_proj, w.k_bias, inputs);  // [T, KVH*hd]
-  Tensor v = Project(x, w.v_proj, w.v_bias, inputs);  // [T, KVH*hd]
+  auto [q, k, v] = Project(w, x, inputs);  // [T, H*hd], [T, KVH*hd], [T, KVH*hd]
   if (c.qk_norm != QkNorm::kNone) {
     QkNormalize(w.q_norm, c, c.num_heads, q);
     QkNormalize(w.k_norm, c, c.num_kv_heads, k);

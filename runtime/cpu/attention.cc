@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "runtime/check.h"
+#include "runtime/cpu/float_vector.h"
+#include "runtime/cpu/log_sum_exp.h"
 
 namespace moe::cpu {
 
@@ -23,23 +25,35 @@ void WriteKv(const Tensor& k, const Tensor& v, const StepBatch& batch, Tensor& k
 
 namespace {
 
-using Floats16 = float __attribute__((vector_size(64)));
+using vec::Floats;
+using vec::kWidth;
+using vec::Load;
 
-// dot(a, b) over n floats in one fixed order: 16 partial sums, then a fixed lane sum, then
-// the tail; vectorized without -ffast-math.
+// dot(a, b) over n floats in one fixed order: 16 partial sums, then a fixed tree over the
+// lanes (halves added), then the tail; vectorized without -ffast-math.
 inline float Dot(const float* a, const float* b, int64_t n) {
-  Floats16 acc = {};
+  Floats acc = {};
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    Floats16 x, y;
-    __builtin_memcpy(&x, a + i, sizeof(x));
-    __builtin_memcpy(&y, b + i, sizeof(y));
-    acc += x * y;
-  }
-  float sum = 0;
-  for (int lane = 0; lane < 16; ++lane) sum += acc[lane];
+  for (; i + kWidth <= n; i += kWidth) acc += Load(a + i) * Load(b + i);
+  using Floats8 = float __attribute__((vector_size(32)));
+  Floats8 lo, hi;
+  std::memcpy(&lo, &acc, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&acc) + sizeof(lo), sizeof(hi));
+  const Floats8 s8 = lo + hi;
+  const float s4[4] = {s8[0] + s8[4], s8[1] + s8[5], s8[2] + s8[6], s8[3] + s8[7]};
+  float sum = (s4[0] + s4[2]) + (s4[1] + s4[3]);
   for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
+}
+
+// o[0, n) += p * v[0, n).
+inline void AddScaled(float p, const float* v, int64_t n, float* o) {
+  int64_t i = 0;
+  for (; i + kWidth <= n; i += kWidth) {
+    const Floats sum = Load(o + i) + p * Load(v + i);
+    std::memcpy(o + i, &sum, sizeof(sum));
+  }
+  for (; i < n; ++i) o[i] += p * v[i];
 }
 
 }  // namespace
@@ -82,24 +96,14 @@ void PagedAttention(const Tensor& q, const Tensor& key_cache, const Tensor& valu
         float* ot = out.Row<float>(t) + kvh * group * hd;  // [group, hd]
         std::fill_n(ot, group * hd, 0.0f);
         for (int64_t g = 0; g < group; ++g) {
-          float* sg = scores.data() + g * keys;
-          const float max_score = *std::max_element(sg, sg + keys);
-          float sum = 0;
-          for (int64_t j = 0; j < keys; ++j) {
-            sg[j] = std::exp(sg[j] - max_score);
-            sum += sg[j];
-          }
-          const float inv = 1.0f / sum;
+          const absl::Span<float> sg(scores.data() + g * keys, keys);
+          const float inv = 1.0f / ExpAroundInPlace(sg, MaxLogit(sg));
           for (int64_t j = 0; j < keys; ++j) sg[j] *= inv;
         }
         for (int64_t j = first; j <= pos; ++j) {
           const int64_t slot = int64_t{table[j / block_size]} * block_size + j % block_size;
           const float* vv = vc + slot * kv_row + kvh * hd;
-          for (int64_t g = 0; g < group; ++g) {
-            const float p = scores[g * keys + j - first];
-            float* o = ot + g * hd;
-            for (int64_t i = 0; i < hd; ++i) o[i] += p * vv[i];
-          }
+          for (int64_t g = 0; g < group; ++g) AddScaled(scores[g * keys + j - first], vv, hd, ot + g * hd);
         }
       }
     }

@@ -75,4 +75,22 @@ float LogSumExpAround(absl::Span<const float> x, float max_logit) {
   return max_logit + static_cast<float>(std::log(sum));
 }
 
+float ExpAroundInPlace(absl::Span<float> x, float max_x) {
+  const int64_t n = x.size(), vectors_end = n - n % kWidth;
+  const float scaled_max = max_x * kLog2E;
+  Floats lanes{};
+  for (int64_t i = 0; i < vectors_end; i += kWidth) {
+    const Floats e = Exp2NonPositive(Load(x.data() + i) * kLog2E - scaled_max);
+    std::memcpy(x.data() + i, &e, sizeof(e));
+    lanes += e;
+  }
+  float sum = 0;
+  for (int k = 0; k < kWidth; ++k) sum += lanes[k];
+  for (int64_t i = vectors_end; i < n; ++i) {
+    x[i] = Exp2NonPositive(x[i] * kLog2E - scaled_max);
+    sum += x[i];
+  }
+  return sum;
+}
+
 }  // namespace moe::cpu

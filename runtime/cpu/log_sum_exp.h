@@ -16,4 +16,8 @@ float LogSumExp(absl::Span<const float> logits);
 // The same, given MaxLogit(logits) (finite).
 float LogSumExpAround(absl::Span<const float> logits, float max_logit);
 
+// Softmax's numerators in place: x[i] = e^(x[i] - max_x), by the same short exp, given
+// max_x = MaxLogit(x) (finite). Returns their sum (f32 lanes, then a fixed order).
+float ExpAroundInPlace(absl::Span<float> x, float max_x);
+
 }  // namespace moe::cpu
