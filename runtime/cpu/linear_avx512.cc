@@ -55,12 +55,12 @@ MOE_AVX512 [[gnu::always_inline]] inline void Step(const char* const (&x)[MR], c
                                                   bool w_bf16, int64_t k, __mmask32 mask,
                                                   __m512 (&acc)[MR][NR]) {
   decltype(In::X(nullptr, 0, 0)) xv[MR];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) xv[i] = In::X(x[i], k, mask);
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) {
     const auto wv = In::W(w_bf16, w[j], k, mask);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i][j] = In::Madd(acc[i][j], xv[i], wv);
   }
 }
@@ -83,13 +83,13 @@ MOE_AVX512 void Tile(const GemmOperands& g, int64_t m0, int64_t n0) {
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   const int64_t full = g.K / In::kStep * In::kStep;
   int64_t k = 0;
-  if constexpr (MR == 1 && NR == 1) {
+  if constexpr (NR == 1) {
     // One row of w at a time (bound by its bytes): kUnroll steps per pass, so that more loads
-    // are in flight; the sum still runs in order over k.
-    constexpr int kUnroll = 8;
+    // are in flight; every sum still runs in order over k.
+    constexpr int kUnroll = MR == 1 ? 8 : 4;
     for (; k + kUnroll * In::kStep <= full; k += kUnroll * In::kStep) {
 #pragma GCC unroll 8
-      for (int u = 0; u < kUnroll; ++u) Step<In, 1, 1>(x, w, g.w_bf16, k + u * In::kStep, kAll, acc);
+      for (int u = 0; u < kUnroll; ++u) Step<In, MR, 1>(x, w, g.w_bf16, k + u * In::kStep, kAll, acc);
     }
   }
   // Whole vectors, then the masked tail: the step is the same, so is every sum's order.
@@ -113,6 +113,12 @@ MOE_AVX512 void Rows(const GemmOperands& g, int64_t m0, int64_t n_begin, int64_t
 
 template <class In>
 MOE_AVX512 void Columns(const GemmOperands& g, int64_t n_begin, int64_t n_end) {
+  // One or two rows of x are bound by the bytes of w, so w is read one row at a time against
+  // both: one stream of memory, which the prefetchers follow at full bandwidth. (Rows of w
+  // side by side are as many streams, 2 to 8 KiB apart, read at about two thirds of it.) From
+  // three rows on, tiles of several rows of w win, reusing each load of x.
+  if (g.M == 1) return Rows<In, 1, 1>(g, 0, n_begin, n_end);
+  if (g.M == 2) return Rows<In, 2, 1>(g, 0, n_begin, n_end);
   for (int64_t nb = n_begin; nb < n_end; nb += kColumnBlock) {
     const int64_t ne = std::min(n_end, nb + kColumnBlock);
     int64_t m = 0;
@@ -120,10 +126,7 @@ MOE_AVX512 void Columns(const GemmOperands& g, int64_t n_begin, int64_t n_end) {
     switch (g.M - m) {
       case 3: Rows<In, 3, 4>(g, m, nb, ne); break;
       case 2: Rows<In, 2, 6>(g, m, nb, ne); break;
-      // One row of x is bound by the bytes of w: w is read one row at a time, one stream of
-      // memory, which the prefetchers follow at full bandwidth (eight rows side by side, eight
-      // streams 2K..8K apart, read at about two thirds of it).
-      case 1: Rows<In, 1, 1>(g, m, nb, ne); break;
+      case 1: Rows<In, 1, 8>(g, m, nb, ne); break;
       default: break;
     }
   }

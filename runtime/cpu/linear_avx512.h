@@ -15,7 +15,7 @@ namespace moe::cpu::avx512 {
 bool Available();
 
 // Rows of w a thread takes at a time, kept hot in L2 while every row of x passes them: a
-// multiple of every tile's width (4 x 6 at four rows of x or more, 1 x 1 at one).
+// multiple of every tile's width (4 x 6, 3 x 4, 2 x 6 and 1 x 8 from three rows of x on).
 inline constexpr int64_t kColumnBlock = 48;
 
 // One matrix's operands: y [M, N] = x [M, K] . w [N, K]^T, rows `*_stride` elements apart.
