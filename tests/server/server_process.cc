@@ -2,6 +2,7 @@
 #include "tests/server/server_process.h"
 
 #include <poll.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path, i
             int ranks = 1) {
   int fds[2];
   if (pipe(fds) != 0) return -1;
+  const pid_t test = getpid();
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
@@ -39,6 +41,10 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path, i
     if (log != nullptr) dup2(fileno(log), STDERR_FILENO);
     close(fds[0]);
     setpgid(0, 0);
+    // A test that dies (a failed assertion's abort, a sanitizer's halt) takes its server with
+    // it: SIGTERM, which mpirun passes on to its ranks. Otherwise they live on, spinning.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != test) _exit(127);  // the test died before the line above
     std::vector<std::string> argv_strings;
     if (ranks > 1) {
       argv_strings = {MOE_MPIRUN, "--oversubscribe", "--allow-run-as-root", "--bind-to", "none",
