@@ -18,9 +18,9 @@ cmake --build "build-$preset" -j "$(nproc)" >&2
 # like no synchronization at all, and every guarded member like a race. So the same abseil
 # source (Debian's, its version and patches) is built with -fsanitize=thread once, into
 # build-tsan/abseil, and replaces the system's at run time (same sonames, same ABI): the
-# preset links every program with that directory as its RPATH, which the libraries they
-# load (gRPC's among them) are found through too. Not LD_LIBRARY_PATH: a test's Python
-# client would load the TSan abseil without the TSan runtime.
+# preset links every program with that directory (and build-tsan/grpc, below) as its RPATH,
+# which the libraries they load are found through too. Not LD_LIBRARY_PATH: a test's Python
+# client would load the TSan libraries without the TSan runtime.
 tsan_abseil() {
   local prefix="$repo/build-tsan/abseil" pkg version work
   [[ -f "$prefix/built" ]] && return 0
@@ -44,8 +44,39 @@ tsan_abseil() {
   touch "$prefix/built"
   rm -rf "$work"
 }
+# gRPC likewise: it hands a call from the thread that starts it to the completion-queue
+# thread that runs its reactions through its own atomics and locks, which TSan sees only in
+# a build of libgrpc with it. Debian's gRPC source, built against the TSan abseil above with
+# Debian's configuration (system c-ares, protobuf, re2, OpenSSL, zlib), into build-tsan/grpc;
+# only the libraries our programs load are built.
+tsan_grpc() {
+  local prefix="$repo/build-tsan/grpc" version work src
+  [[ -f "$prefix/built" ]] && return 0
+  version=$(dpkg-query -W -f='${source:Version}' libgrpc29)
+  work="$(mktemp -d)"
+  echo "sanitize: building gRPC $version with ThreadSanitizer into $prefix (long: about 900 files)" >&2
+  dpkg -s libprotoc-dev >/dev/null 2>&1 || apt-get install -y -qq libprotoc-dev >/dev/null
+  (cd "$work" && apt-get source -qq "grpc=$version" >/dev/null 2>&1)
+  src=$(find "$work" -maxdepth 1 -mindepth 1 -type d | head -1)
+  local off=()
+  for plugin in CSHARP NODE OBJECTIVE_C PHP RUBY PYTHON; do off+=("-DgRPC_BUILD_GRPC_${plugin}_PLUGIN=OFF"); done
+  cmake -S "$src" -B "$work/build" -G Ninja -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_STANDARD=17 -DCMAKE_C_FLAGS=-fsanitize=thread -DCMAKE_CXX_FLAGS=-fsanitize=thread \
+      -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+      -DCMAKE_PREFIX_PATH="$repo/build-tsan/abseil" -DCMAKE_INSTALL_PREFIX="$prefix" \
+      -DgRPC_ABSL_PROVIDER=package -DgRPC_CARES_PROVIDER=package -DgRPC_PROTOBUF_PROVIDER=package \
+      -DgRPC_RE2_PROVIDER=package -DgRPC_SSL_PROVIDER=package -DgRPC_ZLIB_PROVIDER=package \
+      -DgRPC_BACKWARDS_COMPATIBILITY_MODE=OFF -DgRPC_BUILD_TESTS=OFF -DgRPC_BUILD_CSHARP_EXT=OFF \
+      -DgRPC_BUILD_GRPC_CPP_PLUGIN=ON -DCMAKE_SKIP_BUILD_RPATH=ON "${off[@]}" >&2
+  cmake --build "$work/build" --target grpc++ grpc++_reflection >&2
+  mkdir -p "$prefix/lib"
+  cp -a "$work/build"/lib{grpc,gpr,upb,address_sorting}*.so* "$prefix/lib/"
+  touch "$prefix/built"
+  rm -rf "$work"
+}
 if [[ "$preset" == tsan ]]; then
   tsan_abseil
+  tsan_grpc
   export TSAN_OPTIONS="suppressions=$repo/tools/tsan.supp:${TSAN_OPTIONS:-}"
   # One OpenMP thread: libgomp is not built with TSan either, so its barriers would look like
   # no synchronization and every parallel loop be reported. The engine's and the servers'
