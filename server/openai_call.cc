@@ -110,11 +110,13 @@ void OpenAiCall::OnFinal(int index, const FinalOutput& final) {
   const OpenAiResponse::json last = response_.AddFinal(index, final);
   if (done_) return;
   if (final.reason == FinishReason::kError || final.reason == FinishReason::kAborted) {
-    Log(LogLevel::kError, absl::StrCat(context_.id, " failed: ", final.error.ToString()));
-    Fail(final.reason == FinishReason::kAborted
-             ? absl::UnavailableError("the request was aborted: the server is stopping")
-         : absl::IsUnavailable(final.error) ? final.error
-                                            : absl::InternalError(final.error.message()));
+    // An abort carries no error of its own (its status is OK): what the client is told is logged.
+    const absl::Status status = final.reason == FinishReason::kAborted
+                                    ? absl::UnavailableError("the request was aborted: the server is stopping")
+                                : absl::IsUnavailable(final.error) ? final.error
+                                                                   : absl::InternalError(final.error.message());
+    Log(LogLevel::kError, absl::StrCat(context_.id, " failed: ", status.ToString()));
+    Fail(status);
     return;
   }
   SendEvent(last);
